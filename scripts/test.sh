@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone on a fresh machine:
+#   1. installs what the tests need that the machine may lack (Node packages of the
+#      real PostHog and Segment SDKs for the end-to-end test),
+#   2. checks formatting and lints (clippy with warnings as errors),
+#   3. builds and runs every test in the debug profile.
+# Everything runs in one target directory; nothing is built in two profiles.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Installing end-to-end test dependencies (npm: posthog-node, @segment/analytics-node)"
+./scripts/setup-e2e.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    # nextest runs test binaries in parallel processes and prints a summary line CI reads.
+    cargo nextest run --workspace --locked --no-fail-fast
+    # nextest does not run doctests.
+    cargo test --workspace --locked --doc
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
