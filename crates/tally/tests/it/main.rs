@@ -1,0 +1,8 @@
+//! Full-stack tests of the `tally` binary: real processes, real HTTP, real files.
+
+mod harness;
+
+mod cli;
+mod crash;
+mod http_ingest;
+mod sdk_e2e;
