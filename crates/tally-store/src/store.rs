@@ -1,0 +1,1071 @@
+//! [`EmbeddedStore`]: the single-node columnar event store.
+//!
+//! Owns the store's in-memory state (live files, write buffers, catalogs), its
+//! locking, and the operations that change it: `open` (recovery), `apply`, `flush`,
+//! `bulk_write` and the publish step they share. Compaction lives in `compaction`,
+//! the Arrow shapes in `schema`, the on-disk formats in `manifest` and `files`.
+//!
+//! Locks, always taken in this order: the async `publish` mutex (one flush,
+//! compaction or bulk load at a time), then `dedup` (held for a whole `apply`, so
+//! applies are serialised), then `state` (short critical sections only; never held
+//! across file IO).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{Array, Int64Array, RecordBatch};
+use arrow::compute::concat_batches;
+use datafusion::prelude::SessionContext;
+use parking_lot::{Mutex, RwLock};
+use tally_core::time::now_micros;
+use tally_core::{Event, EventBatch, TenantId};
+use tokio::sync::Notify;
+
+use crate::buffer::{PartitionBuffer, WriteBuffer};
+use crate::config::{PartitionStart, StoreConfig};
+use crate::dedup::{DedupIndex, PartitionKey};
+use crate::error::{Error, Result};
+use crate::files::{LiveFile, RollingWriter, read_uuids, remove_written};
+use crate::manifest::{
+    CATALOG_FILE, EVENTS_DIR, FileMeta, MANIFEST_FILE, Manifest, TMP_SUFFIX, create_dir_durable,
+    tenant_dir, write_atomic,
+};
+use crate::query::{EventsTable, TenantSnapshot, session_with};
+use crate::schema::{
+    PropertyCatalog, adapt_batch, batch_to_events, events_schema, parse_property_column,
+    property_columns_of, sort_batch,
+};
+
+/// What `apply` did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Events added to the write buffer.
+    pub inserted: usize,
+    /// Events dropped because their `(tenant, uuid)` is already stored.
+    pub duplicates: usize,
+    /// The lsn was already covered by published files; nothing was done.
+    pub already_durable: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    pub rows: u64,
+    pub files: usize,
+    pub bytes: u64,
+    /// `durable_lsn` after the flush.
+    pub durable_lsn: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BulkReport {
+    pub rows: u64,
+    /// Events dropped as duplicates (within the call or of recently stored events).
+    pub duplicates: u64,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Files and bytes at one compaction level.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LevelStats {
+    pub files: usize,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub durable_lsn: Option<u64>,
+    pub buffered_rows: usize,
+    pub buffered_bytes: usize,
+    /// Buffers swapped out for a flush that has not published yet.
+    pub frozen_buffers: usize,
+    pub levels: BTreeMap<u8, LevelStats>,
+    pub tenants: usize,
+    pub partitions: usize,
+    pub recent_dedup_entries: usize,
+    pub historic_dedup_uuids: usize,
+    /// Files replaced by compaction, waiting for running queries to release them.
+    pub obsolete_files: usize,
+    pub manifest_generation: u64,
+}
+
+/// Points at which tests simulate a crash: the operation stops with
+/// [`Error::InjectedFault`] and leaves the disk exactly as a crash there would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Flush wrote its files but did not publish the manifest.
+    FlushBeforePublish,
+    /// Compaction wrote its output but did not publish the manifest.
+    CompactionBeforePublish,
+    /// Compaction published the manifest but did not delete its inputs.
+    CompactionBeforeDelete,
+}
+
+pub(crate) struct State {
+    pub generation: u64,
+    pub durable_lsn: Option<u64>,
+    pub live: BTreeMap<PartitionKey, Vec<Arc<LiveFile>>>,
+    pub active: WriteBuffer,
+    pub frozen: Vec<Arc<WriteBuffer>>,
+    pub catalogs: HashMap<TenantId, PropertyCatalog>,
+    pub obsolete: Vec<Arc<LiveFile>>,
+}
+
+impl State {
+    fn buffered(&self) -> (usize, usize) {
+        self.frozen
+            .iter()
+            .map(|b| (b.rows, b.bytes))
+            .fold((self.active.rows, self.active.bytes), |(r, b), (r2, b2)| {
+                (r + r2, b + b2)
+            })
+    }
+
+    fn levels(&self) -> BTreeMap<u8, LevelStats> {
+        let mut levels: BTreeMap<u8, LevelStats> = BTreeMap::new();
+        for f in self.live.values().flatten() {
+            let l = levels.entry(f.meta.level).or_default();
+            l.files += 1;
+            l.rows += f.meta.rows;
+            l.bytes += f.meta.bytes;
+        }
+        levels
+    }
+
+    fn publish_buffer_gauges(&self) {
+        let (rows, bytes) = self.buffered();
+        metrics::gauge!("tally_store_buffer_rows").set(rows as f64);
+        metrics::gauge!("tally_store_buffer_bytes").set(bytes as f64);
+    }
+
+    fn publish_file_gauges(&self) {
+        let levels = self.levels();
+        for level in 0..=2u8 {
+            let stats = levels.get(&level).copied().unwrap_or_default();
+            let label = level_label(level);
+            metrics::gauge!("tally_store_files", "level" => label).set(stats.files as f64);
+            metrics::gauge!("tally_store_bytes", "level" => label).set(stats.bytes as f64);
+        }
+    }
+}
+
+pub(crate) fn level_label(level: u8) -> &'static str {
+    match level {
+        0 => "0",
+        1 => "1",
+        2 => "2",
+        _ => "other",
+    }
+}
+
+pub(crate) struct Inner {
+    pub config: StoreConfig,
+    pub root: PathBuf,
+    pub state: RwLock<State>,
+    pub dedup: Mutex<DedupIndex>,
+    pub publish_lock: tokio::sync::Mutex<()>,
+    pub flush_wanted: Notify,
+    fault: Mutex<Option<FaultPoint>>,
+}
+
+/// The embedded columnar store. See the crate documentation for the guarantees.
+pub struct EmbeddedStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("dir", &self.inner.root)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::TaskFailed(e.to_string()))?
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `config.dir`: loads the manifest, deletes files
+    /// it does not list (leftovers of an interrupted flush or compaction) and
+    /// temporary files, loads property catalogs and rebuilds the recent dedup index
+    /// from files received within the dedup window. The caller then replays the WAL
+    /// from [`Self::durable_lsn`].
+    pub async fn open(config: StoreConfig) -> Result<Arc<Self>> {
+        config.validate()?;
+        let inner = blocking(move || Inner::open(config)).await?;
+        Ok(Arc::new(EmbeddedStore {
+            inner: Arc::new(inner),
+        }))
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Adds a committed WAL record's events to the write buffer, where they are
+    /// queryable at once. Idempotent: an lsn at or below [`Self::durable_lsn`] is
+    /// ignored, and events whose `(tenant, uuid)` the store already holds are dropped
+    /// (see docs/STORAGE.md for the exact dedup guarantee). Must be called in lsn
+    /// order. Cheap except when an event with an old timestamp needs its partition's
+    /// uuid set loaded from disk.
+    pub fn apply(&self, lsn: u64, batch: &EventBatch) -> Result<ApplyOutcome> {
+        self.inner.apply(lsn, batch)
+    }
+
+    /// The highest WAL lsn whose events are all in published files (0 if none). WAL
+    /// segments wholly at or below it can be deleted; replay starts after it.
+    pub fn durable_lsn(&self) -> u64 {
+        self.inner.state.read().durable_lsn.unwrap_or(0)
+    }
+
+    /// Approximate bytes of buffered events (for backpressure).
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.state.read().buffered().1
+    }
+
+    /// Writes the write buffer to level-0 Parquet files and publishes them with a new
+    /// manifest. Buffered events stay queryable until the moment the manifest that
+    /// lists their files replaces them.
+    pub async fn flush(&self) -> Result<FlushReport> {
+        let _publish = self.inner.publish_lock.lock().await;
+        let started = Instant::now();
+        let Some((buffers, catalogs)) = self.inner.freeze() else {
+            return Ok(FlushReport {
+                durable_lsn: self.inner.state.read().durable_lsn,
+                ..FlushReport::default()
+            });
+        };
+        let inner = self.inner.clone();
+        let report = blocking(move || inner.write_frozen(buffers, catalogs)).await?;
+        self.inner.dedup.lock().sweep(now_micros());
+        self.inner.reap_obsolete();
+        metrics::histogram!("tally_store_flush_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(
+            rows = report.rows,
+            files = report.files,
+            bytes = report.bytes,
+            durable_lsn = ?report.durable_lsn,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "store flushed"
+        );
+        Ok(report)
+    }
+
+    /// Writes generated events straight to sorted level-0 files, bypassing the WAL and
+    /// the write buffer. Dedups within the call and against recently stored events;
+    /// compaction removes any other duplicate in a partition. Call with large
+    /// batches: every call writes at least one file per (tenant, partition) it touches.
+    pub async fn bulk_write(&self, batches: Vec<EventBatch>) -> Result<BulkReport> {
+        let _publish = self.inner.publish_lock.lock().await;
+        let inner = self.inner.clone();
+        blocking(move || inner.bulk_write(batches)).await
+    }
+
+    /// A table of one tenant's events: a consistent snapshot of its published files
+    /// and buffered events.
+    pub fn events_table(&self, tenant: TenantId) -> Result<EventsTable> {
+        Ok(EventsTable::new(self.inner.snapshot(tenant)?))
+    }
+
+    /// A DataFusion session with [`crate::EVENTS_TABLE`] bound to the tenant's events.
+    pub fn session_context_for(&self, tenant: TenantId) -> Result<SessionContext> {
+        session_with(self.events_table(tenant)?)
+    }
+
+    /// The tenant's property catalog (keys, types seen, which are materialised).
+    pub fn property_catalog(&self, tenant: TenantId) -> PropertyCatalog {
+        self.inner
+            .state
+            .read()
+            .catalogs
+            .get(&tenant)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Number of stored events of a tenant (files plus buffer).
+    pub async fn count_events(&self, tenant: TenantId) -> Result<u64> {
+        let ctx = self.session_context_for(tenant)?;
+        let batches = ctx
+            .sql(&format!("SELECT count(*) FROM {}", crate::EVENTS_TABLE))
+            .await?
+            .collect()
+            .await?;
+        let count = batches
+            .first()
+            .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>())
+            .filter(|a| !a.is_empty())
+            .map(|a| a.value(0))
+            .ok_or_else(|| Error::unexpected("count query", "no result row"))?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Every stored event of a tenant, ordered by (timestamp, uuid). For tests and
+    /// tools; real queries go through [`Self::events_table`].
+    pub async fn scan_events(&self, tenant: TenantId) -> Result<Vec<Event>> {
+        let ctx = self.session_context_for(tenant)?;
+        let batches = ctx.table(crate::EVENTS_TABLE).await?.collect().await?;
+        let mut events = Vec::new();
+        for batch in &batches {
+            events.extend(batch_to_events(batch)?);
+        }
+        events.sort_by_key(|e| (e.timestamp, e.uuid));
+        Ok(events)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let (recent, historic) = {
+            let dedup = self.inner.dedup.lock();
+            (dedup.recent_len(), dedup.historic_uuids())
+        };
+        let state = self.inner.state.read();
+        let (rows, bytes) = state.buffered();
+        StoreStats {
+            durable_lsn: state.durable_lsn,
+            buffered_rows: rows,
+            buffered_bytes: bytes,
+            frozen_buffers: state.frozen.len(),
+            levels: state.levels(),
+            tenants: state
+                .live
+                .keys()
+                .map(|(t, _)| *t)
+                .collect::<BTreeSet<_>>()
+                .len(),
+            partitions: state.live.len(),
+            recent_dedup_entries: recent,
+            historic_dedup_uuids: historic,
+            obsolete_files: state.obsolete.len(),
+            manifest_generation: state.generation,
+        }
+    }
+
+    /// Manifest entries of a tenant's live files (for tests, tools and the admin UI).
+    pub fn files(&self, tenant: TenantId) -> Vec<FileMeta> {
+        let state = self.inner.state.read();
+        tenant_files(&state, tenant)
+            .map(|f| f.meta.clone())
+            .collect()
+    }
+
+    /// Arms a simulated crash at `point` (tests only).
+    #[cfg(test)]
+    pub(crate) fn inject_fault(&self, point: FaultPoint) {
+        *self.inner.fault.lock() = Some(point);
+    }
+}
+
+fn tenant_files(state: &State, tenant: TenantId) -> impl Iterator<Item = &Arc<LiveFile>> {
+    state
+        .live
+        .range((tenant, PartitionStart(i64::MIN))..=(tenant, PartitionStart(i64::MAX)))
+        .flat_map(|(_, files)| files.iter())
+}
+
+impl Inner {
+    fn open(config: StoreConfig) -> Result<Inner> {
+        let root = config.dir.clone();
+        std::fs::create_dir_all(root.join(EVENTS_DIR))
+            .map_err(|e| Error::io("create directory", &root, e))?;
+        let manifest = match Manifest::load(&root)? {
+            Some(m) => m,
+            None => {
+                let m = Manifest::empty(config.granularity);
+                m.store(&root)?;
+                m
+            }
+        };
+        if manifest.granularity != config.granularity {
+            return Err(Error::Config(format!(
+                "{} was created with {:?} partitions; it cannot be opened with {:?}",
+                root.display(),
+                manifest.granularity,
+                config.granularity
+            )));
+        }
+        let removed = remove_orphans(&root, &manifest.live_paths())?;
+        if removed > 0 {
+            tracing::info!(removed, "removed files not listed in the manifest");
+        }
+
+        let mut live: BTreeMap<PartitionKey, Vec<Arc<LiveFile>>> = BTreeMap::new();
+        for meta in &manifest.files {
+            let path = root.join(meta.relative_path(manifest.granularity));
+            if !path.is_file() {
+                // The manifest promises this file: its absence is data loss that an
+                // operator must look into (restore from backup), not something to
+                // paper over.
+                tracing::error!(path = %path.display(), "live file listed in the manifest is missing");
+                return Err(Error::unexpected(
+                    path.display().to_string(),
+                    "listed in the manifest but missing",
+                ));
+            }
+            live.entry((meta.tenant, meta.partition))
+                .or_default()
+                .push(Arc::new(LiveFile {
+                    meta: meta.clone(),
+                    path,
+                }));
+        }
+
+        let catalogs = load_catalogs(&root, &manifest)?;
+
+        let mut dedup = DedupIndex::new(
+            config.dedup_window_micros(),
+            config.dedup_max_recent,
+            config.dedup_max_historic,
+        );
+        let cutoff = now_micros().saturating_sub(config.dedup_window_micros());
+        let mut rebuilt = 0usize;
+        for file in live.values().flatten() {
+            if file.meta.max_received_at < cutoff {
+                continue;
+            }
+            let tenant = file.meta.tenant;
+            read_uuids(&file.path, |uuid, received_at| {
+                if received_at >= cutoff {
+                    dedup.insert_recent(tenant, uuid, received_at);
+                    rebuilt += 1;
+                }
+            })?;
+        }
+        tracing::info!(
+            files = manifest.files.len(),
+            generation = manifest.generation,
+            durable_lsn = ?manifest.durable_lsn,
+            recent_uuids = rebuilt,
+            "store opened"
+        );
+
+        let state = State {
+            generation: manifest.generation,
+            durable_lsn: manifest.durable_lsn,
+            live,
+            active: WriteBuffer::default(),
+            frozen: Vec::new(),
+            catalogs,
+            obsolete: Vec::new(),
+        };
+        state.publish_buffer_gauges();
+        state.publish_file_gauges();
+        Ok(Inner {
+            config,
+            root,
+            state: RwLock::new(state),
+            dedup: Mutex::new(dedup),
+            publish_lock: tokio::sync::Mutex::new(()),
+            flush_wanted: Notify::new(),
+            fault: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn check_fault(&self, point: FaultPoint) -> Result<()> {
+        let mut armed = self.fault.lock();
+        if *armed == Some(point) {
+            *armed = None;
+            return Err(Error::InjectedFault(point));
+        }
+        Ok(())
+    }
+
+    fn apply(&self, lsn: u64, batch: &EventBatch) -> Result<ApplyOutcome> {
+        let tenant = batch.tenant;
+        let granularity = self.config.granularity;
+        let window = self.config.dedup_window_micros();
+        let mut dedup = self.dedup.lock();
+        if self
+            .state
+            .read()
+            .durable_lsn
+            .is_some_and(|durable| lsn <= durable)
+        {
+            return Ok(ApplyOutcome {
+                already_durable: true,
+                ..ApplyOutcome::default()
+            });
+        }
+
+        // Events far older than their receipt (imports, late offline SDK batches) may
+        // duplicate events that left the recent index long ago: check them against
+        // their partition's full uuid set. Load every set needed before deciding
+        // anything, so a failed load leaves no trace.
+        let is_historic = |e: &Event| e.timestamp < e.received_at.saturating_sub(window);
+        let needed: BTreeSet<PartitionKey> = batch
+            .events
+            .iter()
+            .filter(|e| is_historic(e) && !dedup.contains_recent(tenant, e.uuid.as_u128()))
+            .map(|e| (tenant, granularity.partition_of(e.timestamp)))
+            .collect();
+        for key in needed {
+            if dedup.historic_set(&key).is_none() {
+                let set = self.load_partition_uuids(key)?;
+                dedup.install_historic(key, set);
+            }
+        }
+
+        let mut accepted: Vec<(PartitionStart, &Event)> = Vec::with_capacity(batch.events.len());
+        let mut evicted = 0;
+        for event in &batch.events {
+            let uuid = event.uuid.as_u128();
+            let key = (tenant, granularity.partition_of(event.timestamp));
+            let duplicate = dedup.contains_recent(tenant, uuid)
+                || (is_historic(event)
+                    && dedup.historic_set(&key).is_some_and(|s| s.contains(&uuid)));
+            if duplicate {
+                continue;
+            }
+            evicted += dedup.insert_recent(tenant, uuid, event.received_at);
+            dedup.note_historic(&key, uuid);
+            accepted.push((key.1, event));
+        }
+        if evicted > 0 {
+            tracing::warn!(
+                evicted,
+                "recent dedup index is full; the exact dedup window is shorter than configured"
+            );
+        }
+        let duplicates = batch.events.len() - accepted.len();
+        let inserted = accepted.len();
+
+        let flush_due = {
+            let mut guard = self.state.write();
+            let state = &mut *guard;
+            let catalog = state.catalogs.entry(tenant).or_default();
+            for (partition, event) in accepted {
+                catalog.observe(&event.properties, self.config.max_materialized_keys);
+                state.active.push(tenant, partition, event.clone(), catalog);
+            }
+            state.active.note_lsn(lsn);
+            state.publish_buffer_gauges();
+            state.active.rows >= self.config.flush_rows
+                || state.active.bytes >= self.config.flush_bytes
+        };
+        drop(dedup);
+        if flush_due {
+            self.flush_wanted.notify_one();
+        }
+        if duplicates > 0 {
+            metrics::counter!("tally_store_duplicates_dropped_total").increment(duplicates as u64);
+        }
+        metrics::counter!("tally_store_events_applied_total").increment(inserted as u64);
+        Ok(ApplyOutcome {
+            inserted,
+            duplicates,
+            already_durable: false,
+        })
+    }
+
+    /// Every uuid stored in a tenant partition: its live files plus buffered events.
+    fn load_partition_uuids(&self, key: PartitionKey) -> Result<HashSet<u128>> {
+        let started = Instant::now();
+        let mut set = HashSet::new();
+        let files = {
+            let state = self.state.read();
+            for buffer in std::iter::once(&state.active).chain(state.frozen.iter().map(|b| &**b)) {
+                if let Some(group) = buffer.groups.get(&key) {
+                    group.for_each_uuid(|u| {
+                        set.insert(u);
+                    })?;
+                }
+            }
+            state.live.get(&key).cloned().unwrap_or_default()
+        };
+        // The Arcs keep compaction from deleting these files while they are read.
+        for file in &files {
+            read_uuids(&file.path, |u, _| {
+                set.insert(u);
+            })?;
+        }
+        tracing::debug!(
+            tenant = %key.0,
+            files = files.len(),
+            uuids = set.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded partition uuid set for historic dedup"
+        );
+        Ok(set)
+    }
+
+    /// Swaps the active buffer out for flushing. Returns every frozen buffer (earlier
+    /// failed flushes included) and the catalogs of their tenants, or `None` if there
+    /// is nothing to do.
+    #[allow(clippy::type_complexity)]
+    fn freeze(&self) -> Option<(Vec<Arc<WriteBuffer>>, HashMap<TenantId, PropertyCatalog>)> {
+        let mut state = self.state.write();
+        let lsn_ahead = state
+            .active
+            .max_lsn
+            .is_some_and(|lsn| state.durable_lsn.is_none_or(|d| lsn > d));
+        if !state.active.is_empty() || lsn_ahead {
+            let buffer = std::mem::take(&mut state.active);
+            state.frozen.push(Arc::new(buffer));
+        }
+        if state.frozen.is_empty() {
+            return None;
+        }
+        let buffers = state.frozen.clone();
+        let tenants: BTreeSet<TenantId> = buffers
+            .iter()
+            .flat_map(|b| b.groups.keys().map(|(t, _)| *t))
+            .collect();
+        let catalogs = tenants
+            .into_iter()
+            .map(|t| (t, state.catalogs.get(&t).cloned().unwrap_or_default()))
+            .collect();
+        Some((buffers, catalogs))
+    }
+
+    fn write_frozen(
+        &self,
+        buffers: Vec<Arc<WriteBuffer>>,
+        catalogs: HashMap<TenantId, PropertyCatalog>,
+    ) -> Result<FlushReport> {
+        let empty = PropertyCatalog::default();
+        let mut groups: BTreeMap<PartitionKey, Vec<RecordBatch>> = BTreeMap::new();
+        for buffer in &buffers {
+            for (key, group) in &buffer.groups {
+                let catalog = catalogs.get(&key.0).unwrap_or(&empty);
+                groups
+                    .entry(*key)
+                    .or_default()
+                    .extend(group.batches(catalog)?);
+            }
+        }
+        let mut written: Vec<FileMeta> = Vec::new();
+        let write_all = |written: &mut Vec<FileMeta>| -> Result<()> {
+            for (key, batches) in &groups {
+                let columns: BTreeSet<String> = batches
+                    .iter()
+                    .flat_map(|b| property_columns_of(&b.schema()))
+                    .collect();
+                let schema = events_schema(&columns);
+                let adapted = batches
+                    .iter()
+                    .map(|b| adapt_batch(b, &schema))
+                    .collect::<Result<Vec<_>>>()?;
+                let sorted = sort_batch(&concat_batches(&schema, &adapted)?)?;
+                let mut writer = RollingWriter::new(
+                    &self.root,
+                    &self.config,
+                    key.0,
+                    key.1,
+                    0,
+                    schema,
+                    usize::MAX,
+                );
+                if let Err(e) = writer.write(&sorted) {
+                    writer.abandon();
+                    return Err(e);
+                }
+                written.extend(writer.finish()?);
+            }
+            Ok(())
+        };
+        if let Err(e) = write_all(&mut written) {
+            remove_written(&self.root, self.config.granularity, &written);
+            return Err(e);
+        }
+        // From here on a failure leaves unpublished files behind on purpose: they are
+        // exactly what a crash would leave, and `open` removes them.
+        self.check_fault(FaultPoint::FlushBeforePublish)?;
+        let lsn = buffers.iter().filter_map(|b| b.max_lsn).max();
+        let report = FlushReport {
+            rows: written.iter().map(|f| f.rows).sum(),
+            files: written.len(),
+            bytes: written.iter().map(|f| f.bytes).sum(),
+            durable_lsn: None,
+        };
+        self.publish(written, &HashSet::new(), lsn, buffers.len())?;
+        Ok(FlushReport {
+            durable_lsn: self.state.read().durable_lsn,
+            ..report
+        })
+    }
+
+    /// Makes a change visible: writes the catalogs of tenants gaining files, then the
+    /// new manifest (the commit point), then updates memory in one critical section so
+    /// queries see either the old files and buffers or the new files, never both.
+    /// Callers hold the publish lock.
+    pub(crate) fn publish(
+        &self,
+        added: Vec<FileMeta>,
+        removed: &HashSet<String>,
+        durable_lsn: Option<u64>,
+        frozen_done: usize,
+    ) -> Result<()> {
+        let tenants: BTreeSet<TenantId> = added.iter().map(|f| f.tenant).collect();
+        let (manifest, catalogs) = {
+            let state = self.state.read();
+            let catalogs: Vec<(TenantId, PropertyCatalog)> = tenants
+                .iter()
+                .map(|t| (*t, state.catalogs.get(t).cloned().unwrap_or_default()))
+                .collect();
+            let mut files: Vec<FileMeta> = state
+                .live
+                .values()
+                .flatten()
+                .filter(|f| !removed.contains(&f.meta.id))
+                .map(|f| f.meta.clone())
+                .collect();
+            files.extend(added.iter().cloned());
+            let mut manifest = Manifest::empty(self.config.granularity);
+            manifest.generation = state.generation + 1;
+            manifest.durable_lsn = state.durable_lsn.max(durable_lsn);
+            manifest.files = files;
+            (manifest, catalogs)
+        };
+        // A catalog may run ahead of the files (it also covers buffered events); it
+        // must never lag behind them, so it is written first.
+        for (tenant, catalog) in &catalogs {
+            let dir = tenant_dir(&self.root, *tenant);
+            create_dir_durable(&self.root, &dir)?;
+            let bytes = serde_json::to_vec(catalog).map_err(|e| Error::CorruptMetadata {
+                path: dir.join(CATALOG_FILE),
+                reason: format!("cannot encode: {e}"),
+            })?;
+            write_atomic(&dir.join(CATALOG_FILE), &bytes)?;
+        }
+        manifest.store(&self.root)?;
+
+        let mut state = self.state.write();
+        state.generation = manifest.generation;
+        state.durable_lsn = manifest.durable_lsn;
+        if !removed.is_empty() {
+            let mut gone = Vec::new();
+            for files in state.live.values_mut() {
+                files.retain(|f| {
+                    if removed.contains(&f.meta.id) {
+                        gone.push(f.clone());
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
+            state.live.retain(|_, files| !files.is_empty());
+            state.obsolete.extend(gone);
+        }
+        for meta in added {
+            let path = self.root.join(meta.relative_path(self.config.granularity));
+            state
+                .live
+                .entry((meta.tenant, meta.partition))
+                .or_default()
+                .push(Arc::new(LiveFile { meta, path }));
+        }
+        let done = frozen_done.min(state.frozen.len());
+        state.frozen.drain(..done);
+        state.publish_buffer_gauges();
+        state.publish_file_gauges();
+        Ok(())
+    }
+
+    /// Deletes files that are no longer live once no query snapshot holds them.
+    pub(crate) fn reap_obsolete(&self) -> usize {
+        let doomed: Vec<Arc<LiveFile>> = {
+            let mut state = self.state.write();
+            let (doomed, kept) = std::mem::take(&mut state.obsolete)
+                .into_iter()
+                .partition(|f| Arc::strong_count(f) == 1);
+            state.obsolete = kept;
+            doomed
+        };
+        for file in &doomed {
+            match std::fs::remove_file(&file.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Not data loss: the file is no longer listed, and `open` retries.
+                Err(error) => {
+                    tracing::warn!(path = %file.path.display(), %error, "could not delete obsolete file")
+                }
+            }
+        }
+        doomed.len()
+    }
+
+    fn snapshot(&self, tenant: TenantId) -> Result<TenantSnapshot> {
+        let (catalog, files, groups) = {
+            let state = self.state.read();
+            let catalog = state.catalogs.get(&tenant).cloned().unwrap_or_default();
+            let files: Vec<Arc<LiveFile>> = tenant_files(&state, tenant).cloned().collect();
+            let groups: Vec<PartitionBuffer> = state
+                .frozen
+                .iter()
+                .map(|b| &**b)
+                .chain(std::iter::once(&state.active))
+                .flat_map(|b| b.tenant_groups(tenant).map(|(_, g)| g.clone()))
+                .collect();
+            (catalog, files, groups)
+        };
+        let schema = catalog.schema();
+        let mut buffered = Vec::new();
+        for group in &groups {
+            for batch in group.batches(&catalog)? {
+                buffered.push(adapt_batch(&batch, &schema)?);
+            }
+        }
+        Ok(TenantSnapshot {
+            tenant,
+            schema,
+            files,
+            buffered,
+        })
+    }
+
+    fn bulk_write(&self, batches: Vec<EventBatch>) -> Result<BulkReport> {
+        let granularity = self.config.granularity;
+        let cutoff = now_micros().saturating_sub(self.config.dedup_window_micros());
+        let mut groups: BTreeMap<PartitionKey, Vec<Event>> = BTreeMap::new();
+        let mut duplicates = 0u64;
+        {
+            let dedup = self.dedup.lock();
+            let mut seen: HashSet<(TenantId, u128)> = HashSet::new();
+            for batch in batches {
+                for event in batch.events {
+                    let uuid = event.uuid.as_u128();
+                    if !seen.insert((batch.tenant, uuid))
+                        || dedup.contains_recent(batch.tenant, uuid)
+                    {
+                        duplicates += 1;
+                        continue;
+                    }
+                    groups
+                        .entry((batch.tenant, granularity.partition_of(event.timestamp)))
+                        .or_default()
+                        .push(event);
+                }
+            }
+        }
+        let catalogs: HashMap<TenantId, PropertyCatalog> = {
+            let mut state = self.state.write();
+            for ((tenant, _), events) in &groups {
+                let catalog = state.catalogs.entry(*tenant).or_default();
+                for e in events {
+                    catalog.observe(&e.properties, self.config.max_materialized_keys);
+                }
+            }
+            groups
+                .keys()
+                .map(|(t, _)| (*t, state.catalogs.get(t).cloned().unwrap_or_default()))
+                .collect()
+        };
+        let recent: Vec<(TenantId, u128, i64)> = groups
+            .iter()
+            .flat_map(|((t, _), events)| {
+                events
+                    .iter()
+                    .filter(|e| e.received_at >= cutoff)
+                    .map(|e| (*t, e.uuid.as_u128(), e.received_at))
+            })
+            .collect();
+        let keys: Vec<PartitionKey> = groups.keys().copied().collect();
+
+        // One worker per core, each writing whole partitions.
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(groups.len())
+            .max(1);
+        let mut shares: Vec<Vec<(PartitionKey, Vec<Event>)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for (i, group) in groups.into_iter().enumerate() {
+            shares[i % workers].push(group);
+        }
+        let results: Vec<Result<Vec<FileMeta>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = shares
+                .into_iter()
+                .map(|share| {
+                    let catalogs = &catalogs;
+                    scope.spawn(move || self.write_bulk_share(share, catalogs))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::TaskFailed("bulk writer panicked".into())))
+                })
+                .collect()
+        });
+        let mut written = Vec::new();
+        let mut failure = None;
+        for r in results {
+            match r {
+                Ok(files) => written.extend(files),
+                Err(e) => failure = Some(e),
+            }
+        }
+        if let Some(e) = failure {
+            remove_written(&self.root, granularity, &written);
+            return Err(e);
+        }
+        let report = BulkReport {
+            rows: written.iter().map(|f| f.rows).sum(),
+            duplicates,
+            files: written.len(),
+            bytes: written.iter().map(|f| f.bytes).sum(),
+        };
+        // Publishing under the dedup lock: no apply can consult a partition set that
+        // misses the new files between the publish and the invalidation.
+        let mut dedup = self.dedup.lock();
+        self.publish(written, &HashSet::new(), None, 0)?;
+        for key in &keys {
+            dedup.invalidate(key);
+        }
+        for (tenant, uuid, received_at) in recent {
+            dedup.insert_recent(tenant, uuid, received_at);
+        }
+        drop(dedup);
+        if duplicates > 0 {
+            metrics::counter!("tally_store_duplicates_dropped_total").increment(duplicates);
+        }
+        Ok(report)
+    }
+
+    fn write_bulk_share(
+        &self,
+        share: Vec<(PartitionKey, Vec<Event>)>,
+        catalogs: &HashMap<TenantId, PropertyCatalog>,
+    ) -> Result<Vec<FileMeta>> {
+        let empty = PropertyCatalog::default();
+        let mut written = Vec::new();
+        let chunk_rows = self
+            .config
+            .row_group_rows
+            .min(self.config.target_file_rows)
+            .max(1);
+        for ((tenant, partition), mut events) in share {
+            let catalog = catalogs.get(&tenant).unwrap_or(&empty);
+            // Sorting the events themselves (not an Arrow batch) lets each chunk be
+            // converted and written in order, so files come out globally sorted.
+            events.sort_unstable_by(|a, b| {
+                (&a.distinct_id, a.timestamp, a.uuid).cmp(&(&b.distinct_id, b.timestamp, b.uuid))
+            });
+            let schema = {
+                let columns: BTreeSet<String> = catalog
+                    .property_columns()
+                    .into_iter()
+                    .filter(|c| {
+                        parse_property_column(c).is_some_and(|(ty, key)| {
+                            events.iter().any(|e| {
+                                e.properties
+                                    .get(key)
+                                    .and_then(crate::schema::PropertyType::of)
+                                    == Some(ty)
+                            })
+                        })
+                    })
+                    .collect();
+                events_schema(&columns)
+            };
+            let mut writer = RollingWriter::new(
+                &self.root,
+                &self.config,
+                tenant,
+                partition,
+                0,
+                schema.clone(),
+                self.config.target_file_rows,
+            );
+            let result = (|| {
+                for chunk in events.chunks(chunk_rows) {
+                    let batch = crate::schema::events_to_batch(chunk.iter(), catalog)?;
+                    writer.write(&adapt_batch(&batch, &schema)?)?;
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => written.extend(writer.finish()?),
+                Err(e) => {
+                    writer.abandon();
+                    remove_written(&self.root, self.config.granularity, &written);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(written)
+    }
+}
+
+/// Deletes every data or temporary file under the store that the manifest does not
+/// list. Returns how many were removed.
+fn remove_orphans(root: &Path, live: &BTreeSet<PathBuf>) -> Result<usize> {
+    let mut removed = 0;
+    let manifest_tmp = root.join(format!("{MANIFEST_FILE}{TMP_SUFFIX}"));
+    if manifest_tmp.exists() {
+        std::fs::remove_file(&manifest_tmp).map_err(|e| Error::io("remove", &manifest_tmp, e))?;
+        removed += 1;
+    }
+    let mut stack = vec![root.join(EVENTS_DIR)];
+    while let Some(dir) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("list", &dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+            let path = entry.path();
+            let file_type = entry.file_type().map_err(|e| Error::io("stat", &path, e))?;
+            if file_type.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            let orphan = name.ends_with(TMP_SUFFIX)
+                || (name.ends_with(".parquet") && !live.contains(&relative));
+            if orphan {
+                std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Loads every tenant's catalog and reconciles it with the live files: a typed column
+/// present in a file is always in the catalog, whatever happened to catalog.json.
+fn load_catalogs(root: &Path, manifest: &Manifest) -> Result<HashMap<TenantId, PropertyCatalog>> {
+    let mut catalogs: HashMap<TenantId, PropertyCatalog> = HashMap::new();
+    let tenants: BTreeSet<TenantId> = manifest.files.iter().map(|f| f.tenant).collect();
+    for tenant in tenants {
+        let path = tenant_dir(root, tenant).join(CATALOG_FILE);
+        let catalog = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::CorruptMetadata {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PropertyCatalog::default(),
+            Err(e) => return Err(Error::io("read", &path, e)),
+        };
+        catalogs.insert(tenant, catalog);
+    }
+    for file in &manifest.files {
+        let catalog = catalogs.entry(file.tenant).or_default();
+        for column in &file.property_columns {
+            let Some((ty, key)) = parse_property_column(column) else {
+                continue;
+            };
+            let stats = catalog.keys.entry(key.to_owned()).or_default();
+            stats.materialized = true;
+            let count = match ty {
+                crate::schema::PropertyType::Str => &mut stats.string,
+                crate::schema::PropertyType::Num => &mut stats.number,
+                crate::schema::PropertyType::Bool => &mut stats.boolean,
+            };
+            *count = (*count).max(1);
+        }
+    }
+    Ok(catalogs)
+}
