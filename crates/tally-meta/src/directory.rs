@@ -44,7 +44,10 @@ impl CachedMeta {
         Self::with_negative_ttl(inner, DEFAULT_NEGATIVE_TTL).await
     }
 
-    pub async fn with_negative_ttl(inner: Arc<dyn MetaStore>, negative_ttl: Duration) -> Result<Self> {
+    pub async fn with_negative_ttl(
+        inner: Arc<dyn MetaStore>,
+        negative_ttl: Duration,
+    ) -> Result<Self> {
         let tenants = inner.list_tenants().await?;
         let write_keys = tenants.into_iter().map(|t| (t.write_key, t.id)).collect();
         Ok(CachedMeta {
@@ -61,7 +64,9 @@ impl CachedMeta {
     }
 
     fn remember(&self, write_key: &str, tenant: TenantId) {
-        self.write_keys.write().insert(write_key.to_string(), tenant);
+        self.write_keys
+            .write()
+            .insert(write_key.to_string(), tenant);
         self.unknown_keys.lock().remove(write_key);
     }
 
@@ -288,9 +293,7 @@ mod tests {
             .await
             .unwrap();
         for _ in 0..(MAX_NEGATIVE_ENTRIES * 2 + 10) {
-            cache
-                .tenant_for_write_key(&KeyKind::Write.generate())
-                .await;
+            cache.tenant_for_write_key(&KeyKind::Write.generate()).await;
             assert!(cache.unknown_keys.lock().len() <= MAX_NEGATIVE_ENTRIES);
         }
     }

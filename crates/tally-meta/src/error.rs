@@ -74,13 +74,11 @@ const SQLITE_LOCKED: &str = "6";
 fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| {
-                // Extended codes (e.g. 517 SQLITE_BUSY_SNAPSHOT) share the low byte.
-                let primary = code.parse::<i64>().map(|c| (c & 0xff).to_string());
-                matches!(primary.as_deref(), Ok(SQLITE_BUSY) | Ok(SQLITE_LOCKED))
-            }),
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Extended codes (e.g. 517 SQLITE_BUSY_SNAPSHOT) share the low byte.
+            let primary = code.parse::<i64>().map(|c| (c & 0xff).to_string());
+            matches!(primary.as_deref(), Ok(SQLITE_BUSY) | Ok(SQLITE_LOCKED))
+        }),
         _ => false,
     }
 }
@@ -113,7 +111,9 @@ mod tests {
 
     #[test]
     fn validation_errors_are_client_visible_and_database_errors_are_not() {
-        let e = Error::TenantAlreadyExists { name: "acme".into() };
+        let e = Error::TenantAlreadyExists {
+            name: "acme".into(),
+        };
         assert_eq!(e.class(), ErrorClass::BadRequest);
         assert!(e.to_string().contains("acme"));
         assert_eq!(

@@ -242,10 +242,7 @@ mod tests {
         );
         for bad in ["", "Mars/Olympus", "europe/berlin", "UTC+1", "Berlin"] {
             assert!(
-                matches!(
-                    canonical_timezone(bad),
-                    Err(Error::InvalidTimezone { .. })
-                ),
+                matches!(canonical_timezone(bad), Err(Error::InvalidTimezone { .. })),
                 "{bad}"
             );
         }

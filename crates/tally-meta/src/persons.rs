@@ -103,8 +103,7 @@ pub trait PersonStore: Send + Sync {
     /// The current mapping version (0 until the tenant's first mapping).
     async fn identity_version(&self, tenant: TenantId) -> Result<u64>;
 
-    async fn group(&self, tenant: TenantId, group_type: &str, key: &str)
-    -> Result<Option<Group>>;
+    async fn group(&self, tenant: TenantId, group_type: &str, key: &str) -> Result<Option<Group>>;
 
     /// Groups of one type ordered by key, starting after the key `after`. At most
     /// `min(limit, MAX_PAGE_SIZE)` groups.

@@ -86,7 +86,10 @@ async fn load_work(
     let mut persons = Vec::with_capacity(person_ids.len());
     for chunk in person_ids.chunks(MAX_BINDS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(SELECT_PERSON);
-        query.push(" WHERE tenant_id = ").push_bind(t).push(" AND id IN (");
+        query
+            .push(" WHERE tenant_id = ")
+            .push_bind(t)
+            .push(" AND id IN (");
         let mut ids = query.separated(", ");
         for id in chunk {
             ids.push_bind(id.as_str());
@@ -103,7 +106,10 @@ async fn load_work(
     // Two binds per group.
     for chunk in group_keys.chunks(MAX_BINDS_PER_STATEMENT / 2) {
         let mut query = QueryBuilder::<Sqlite>::new(SELECT_GROUP);
-        query.push(" WHERE tenant_id = ").push_bind(t).push(" AND (");
+        query
+            .push(" WHERE tenant_id = ")
+            .push_bind(t)
+            .push(" AND (");
         for (i, (group_type, key)) in chunk.iter().enumerate() {
             if i > 0 {
                 query.push(" OR ");
@@ -157,12 +163,14 @@ async fn write_work(conn: &mut SqliteConnection, work: &TenantWork, now: i64) ->
         .execute(&mut *conn)
         .await?;
         // Persons merged into `source` earlier now resolve straight to the survivor.
-        sqlx::query("UPDATE person_merges SET survivor_id = ? WHERE tenant_id = ? AND survivor_id = ?")
-            .bind(&survivor)
-            .bind(t)
-            .bind(&source)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query(
+            "UPDATE person_merges SET survivor_id = ? WHERE tenant_id = ? AND survivor_id = ?",
+        )
+        .bind(&survivor)
+        .bind(t)
+        .bind(&source)
+        .execute(&mut *conn)
+        .await?;
         sqlx::query(
             "INSERT INTO person_merges (tenant_id, merged_id, survivor_id, merged_at)
              VALUES (?, ?, ?, ?)",
@@ -265,13 +273,12 @@ async fn load_person(
     id: &str,
 ) -> Result<Option<Person>> {
     let t = tenant_param(tenant);
-    let row: Option<PersonRow> = sqlx::query_as(&format!(
-        "{SELECT_PERSON} WHERE tenant_id = ? AND id = ?"
-    ))
-    .bind(t)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
+    let row: Option<PersonRow> =
+        sqlx::query_as(&format!("{SELECT_PERSON} WHERE tenant_id = ? AND id = ?"))
+            .bind(t)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
     let Some(row) = row else {
         return Ok(None);
     };
@@ -428,7 +435,9 @@ impl PersonStore for SqliteMeta {
         if let Some(after) = after {
             query.push(" AND id > ").push_bind(after.to_string());
         }
-        query.push(" ORDER BY id LIMIT ").push_bind(page_size(limit));
+        query
+            .push(" ORDER BY id LIMIT ")
+            .push_bind(page_size(limit));
         let rows: Vec<PersonRow> = query.build_query_as().fetch_all(&mut *tx).await?;
 
         let ids: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
@@ -443,8 +452,7 @@ impl PersonStore for SqliteMeta {
                 list.push_bind(*id);
             }
             query.push(") ORDER BY person_id, distinct_id");
-            let mapped: Vec<(String, String)> =
-                query.build_query_as().fetch_all(&mut *tx).await?;
+            let mapped: Vec<(String, String)> = query.build_query_as().fetch_all(&mut *tx).await?;
             for (person, distinct_id) in mapped {
                 distinct_ids.entry(person).or_default().push(distinct_id);
             }
@@ -483,12 +491,7 @@ impl PersonStore for SqliteMeta {
         read_identity_version(&mut conn, tenant).await
     }
 
-    async fn group(
-        &self,
-        tenant: TenantId,
-        group_type: &str,
-        key: &str,
-    ) -> Result<Option<Group>> {
+    async fn group(&self, tenant: TenantId, group_type: &str, key: &str) -> Result<Option<Group>> {
         let row: Option<GroupRow> = sqlx::query_as(&format!(
             "{SELECT_GROUP} WHERE tenant_id = ? AND group_type = ? AND group_key = ?"
         ))

@@ -285,10 +285,11 @@ impl MetaStore for SqliteMeta {
         if !KeyKind::Operator.matches_format(key) {
             return Ok(false);
         }
-        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM operator_keys WHERE key_hash = ?")
-            .bind(hash_secret(key))
-            .fetch_optional(&self.pool)
-            .await?;
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM operator_keys WHERE key_hash = ?")
+                .bind(hash_secret(key))
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(found.is_some())
     }
 }

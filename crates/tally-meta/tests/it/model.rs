@@ -44,7 +44,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn to_event(op: &Op) -> Event {
-    let props = |k: usize, v: u8| json!({ KEYS[k]: v }).as_object().cloned().unwrap_or_default();
+    let props = |k: usize, v: u8| {
+        json!({ KEYS[k]: v })
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    };
     match *op {
         Op::Identify(d, Some(a)) => identify(IDS[d], IDS[a]),
         Op::Identify(d, None) => event("$identify", IDS[d]),
@@ -62,7 +67,10 @@ fn to_event(op: &Op) -> Event {
         }
         Op::Unset(d, k) => {
             let mut e = event("e", IDS[d]);
-            e.properties = json!({ "$unset": [KEYS[k]] }).as_object().cloned().unwrap_or_default();
+            e.properties = json!({ "$unset": [KEYS[k]] })
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             e
         }
         Op::Pageview(d) => pageview(IDS[d]),
@@ -169,7 +177,10 @@ impl Model {
             }
             Op::SetOnce(_, k, v) => {
                 let p = self.ensure(d);
-                self.persons[p].props.entry(KEYS[k].into()).or_insert(json!(v));
+                self.persons[p]
+                    .props
+                    .entry(KEYS[k].into())
+                    .or_insert(json!(v));
             }
             Op::Unset(_, k) => {
                 if let Some(p) = self.owner(d) {
@@ -239,7 +250,7 @@ fn run_case(ops: Vec<Op>, cuts: Vec<usize>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn store_matches_the_reference_model(

@@ -4,9 +4,7 @@ use serde_json::json;
 use tally_core::TenantId;
 use tally_meta::{Error, Person, PersonStore, SqliteMeta};
 
-use crate::{
-    alias, batch, group_identify, identify, open_temp, pageview, set, set_once, unset,
-};
+use crate::{alias, batch, group_identify, identify, open_temp, pageview, set, set_once, unset};
 
 const T: TenantId = TenantId(1);
 
@@ -18,7 +16,10 @@ async fn person(meta: &SqliteMeta, distinct_id: &str) -> Person {
 }
 
 /// Everything observable about a tenant's identity state, for before/after equality.
-async fn dump(meta: &SqliteMeta, tenant: TenantId) -> (Vec<Person>, u64, Vec<(String, uuid::Uuid)>) {
+async fn dump(
+    meta: &SqliteMeta,
+    tenant: TenantId,
+) -> (Vec<Person>, u64, Vec<(String, uuid::Uuid)>) {
     let persons = meta.persons(tenant, None, 10_000).await.unwrap();
     let (version, map) = meta.distinct_id_map(tenant).await.unwrap();
     (persons, version, map)
@@ -28,7 +29,13 @@ async fn dump(meta: &SqliteMeta, tenant: TenantId) -> (Vec<Person>, u64, Vec<(St
 async fn plain_events_create_no_persons() {
     let (_dir, meta) = open_temp().await;
     let stats = meta
-        .apply_events(1, &[batch(1, vec![pageview("a"), pageview("b"), unset("a", &["x"])])])
+        .apply_events(
+            1,
+            &[batch(
+                1,
+                vec![pageview("a"), pageview("b"), unset("a", &["x"])],
+            )],
+        )
         .await
         .unwrap();
     assert_eq!(stats.events, 3);
@@ -47,7 +54,10 @@ async fn identify_merges_the_anonymous_person_into_the_user() {
         &[batch(
             1,
             vec![
-                set_once("anon-1", json!({"initial_referrer": "google", "plan": "free"})),
+                set_once(
+                    "anon-1",
+                    json!({"initial_referrer": "google", "plan": "free"}),
+                ),
                 set("user-1", json!({"email": "ada@example.com", "plan": "pro"})),
             ],
         )],
@@ -67,15 +77,25 @@ async fn identify_merges_the_anonymous_person_into_the_user() {
     assert_eq!((stats.merges, stats.refused_merges), (1, 0));
 
     let merged = person(&meta, "anon-1").await;
-    assert_eq!(merged.id, user_before.id, "the identified user's person survives");
+    assert_eq!(
+        merged.id, user_before.id,
+        "the identified user's person survives"
+    );
     assert_eq!(merged.distinct_ids, ["anon-1", "user-1"]);
     assert!(merged.is_identified);
-    assert_eq!(merged.properties["plan"], json!("pro"), "the survivor's values win");
+    assert_eq!(
+        merged.properties["plan"],
+        json!("pro"),
+        "the survivor's values win"
+    );
     assert_eq!(merged.properties["initial_referrer"], json!("google"));
     assert_eq!(merged.properties["email"], json!("ada@example.com"));
 
     // The merged-away id still resolves, and the map moved with a new version.
-    assert_eq!(meta.person_by_id(T, anon_before.id).await.unwrap(), Some(merged.clone()));
+    assert_eq!(
+        meta.person_by_id(T, anon_before.id).await.unwrap(),
+        Some(merged.clone())
+    );
     let (version, map) = meta.distinct_id_map(T).await.unwrap();
     assert!(version > version_before);
     assert_eq!(meta.identity_version(T).await.unwrap(), version);
@@ -89,16 +109,28 @@ async fn identify_merges_the_anonymous_person_into_the_user() {
 #[tokio::test]
 async fn merge_chains_resolve_to_the_final_survivor() {
     let (_dir, meta) = open_temp().await;
-    meta.apply_events(1, &[batch(1, vec![set("a", json!({"n": 1})), set("b", json!({"m": 2}))])])
-        .await
-        .unwrap();
+    meta.apply_events(
+        1,
+        &[batch(
+            1,
+            vec![set("a", json!({"n": 1})), set("b", json!({"m": 2}))],
+        )],
+    )
+    .await
+    .unwrap();
     let a = person(&meta, "a").await.id;
     let b = person(&meta, "b").await.id;
     // b's person absorbs a's; later d's person absorbs b's (which holds a).
-    meta.apply_events(2, &[batch(1, vec![alias("b", "a")])]).await.unwrap();
-    meta.apply_events(3, &[batch(1, vec![set("d", json!({"o": 3}))])]).await.unwrap();
+    meta.apply_events(2, &[batch(1, vec![alias("b", "a")])])
+        .await
+        .unwrap();
+    meta.apply_events(3, &[batch(1, vec![set("d", json!({"o": 3}))])])
+        .await
+        .unwrap();
     let d = person(&meta, "d").await.id;
-    meta.apply_events(4, &[batch(1, vec![alias("d", "b")])]).await.unwrap();
+    meta.apply_events(4, &[batch(1, vec![alias("d", "b")])])
+        .await
+        .unwrap();
 
     let survivor = person(&meta, "a").await;
     assert_eq!(survivor.id, d);
@@ -106,7 +138,13 @@ async fn merge_chains_resolve_to_the_final_survivor() {
     assert_eq!(survivor.properties.len(), 3);
     assert!(!survivor.is_identified, "aliasing does not identify");
     for merged_away in [a, b] {
-        assert_eq!(meta.person_by_id(T, merged_away).await.unwrap().map(|p| p.id), Some(d));
+        assert_eq!(
+            meta.person_by_id(T, merged_away)
+                .await
+                .unwrap()
+                .map(|p| p.id),
+            Some(d)
+        );
     }
     assert_eq!(meta.persons(T, None, 100).await.unwrap().len(), 1);
 }
@@ -170,14 +208,20 @@ async fn identify_attaches_an_unknown_id_to_the_known_person() {
     assert!(!p.is_identified);
     assert_eq!(person(&meta, "solo").await.distinct_ids, ["solo"]);
     assert!(person(&meta, "self").await.is_identified);
-    assert_eq!(meta.person_for_distinct_id(T, "undefined").await.unwrap(), None);
+    assert_eq!(
+        meta.person_for_distinct_id(T, "undefined").await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
 async fn property_updates_apply_in_event_order() {
     let (_dir, meta) = open_temp().await;
     let mut both = set("u", json!({"k": "set"}));
-    both.person_set_once = json!({"k": "once", "first": "once"}).as_object().cloned().unwrap();
+    both.person_set_once = json!({"k": "once", "first": "once"})
+        .as_object()
+        .cloned()
+        .unwrap();
     meta.apply_events(
         1,
         &[batch(
@@ -231,18 +275,55 @@ async fn tenants_never_see_each_others_persons_or_groups() {
     meta.apply_events(
         1,
         &[
-            batch(1, vec![set("visitor", json!({"t": 1})), set("user", json!({"u": 1}))]),
-            batch(2, vec![set("visitor", json!({"t": 2})), identify("user", "visitor")]),
-            batch(1, vec![group_identify("user", "company", json!("acme"), json!({"n": 1}))]),
-            batch(2, vec![group_identify("user", "team", json!("acme"), json!({"n": 2}))]),
+            batch(
+                1,
+                vec![
+                    set("visitor", json!({"t": 1})),
+                    set("user", json!({"u": 1})),
+                ],
+            ),
+            batch(
+                2,
+                vec![set("visitor", json!({"t": 2})), identify("user", "visitor")],
+            ),
+            batch(
+                1,
+                vec![group_identify(
+                    "user",
+                    "company",
+                    json!("acme"),
+                    json!({"n": 1}),
+                )],
+            ),
+            batch(
+                2,
+                vec![group_identify(
+                    "user",
+                    "team",
+                    json!("acme"),
+                    json!({"n": 2}),
+                )],
+            ),
         ],
     )
     .await
     .unwrap();
     // In tenant 2, user and anon are one person; in tenant 1 they stay apart.
-    let one_anon = meta.person_for_distinct_id(t1, "visitor").await.unwrap().unwrap();
-    let one_user = meta.person_for_distinct_id(t1, "user").await.unwrap().unwrap();
-    let two_anon = meta.person_for_distinct_id(t2, "visitor").await.unwrap().unwrap();
+    let one_anon = meta
+        .person_for_distinct_id(t1, "visitor")
+        .await
+        .unwrap()
+        .unwrap();
+    let one_user = meta
+        .person_for_distinct_id(t1, "user")
+        .await
+        .unwrap()
+        .unwrap();
+    let two_anon = meta
+        .person_for_distinct_id(t2, "visitor")
+        .await
+        .unwrap()
+        .unwrap();
     assert_ne!(one_anon.id, one_user.id);
     assert_eq!(one_anon.distinct_ids, ["visitor"]);
     assert_eq!(one_anon.properties["t"], json!(1));
@@ -260,7 +341,12 @@ async fn tenants_never_see_each_others_persons_or_groups() {
     assert_eq!(meta.group_types(t1).await.unwrap(), ["company"]);
     assert_eq!(meta.group_types(t2).await.unwrap(), ["team"]);
     assert!(meta.group(t2, "company", "acme").await.unwrap().is_none());
-    assert!(meta.persons(TenantId(3), None, 100).await.unwrap().is_empty());
+    assert!(
+        meta.persons(TenantId(3), None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -275,7 +361,10 @@ async fn replaying_an_applied_lsn_changes_nothing() {
         set("user", json!({"a": 2})),
         group_identify("user", "company", json!(7), json!({"n": 1})),
     ];
-    let first = meta.apply_events(5, &[batch(1, events.clone())]).await.unwrap();
+    let first = meta
+        .apply_events(5, &[batch(1, events.clone())])
+        .await
+        .unwrap();
     assert!(!first.already_applied);
     assert_eq!(first.merges, 1);
     let before = dump(&meta, T).await;
@@ -286,7 +375,10 @@ async fn replaying_an_applied_lsn_changes_nothing() {
     let meta = SqliteMeta::open(&path).await.unwrap();
     assert_eq!(meta.applied_lsn().await.unwrap(), 5);
     for lsn in [5, 3] {
-        let again = meta.apply_events(lsn, &[batch(1, events.clone())]).await.unwrap();
+        let again = meta
+            .apply_events(lsn, &[batch(1, events.clone())])
+            .await
+            .unwrap();
         assert!(again.already_applied);
         assert_eq!((again.persons_created, again.merges), (0, 0));
     }
@@ -310,7 +402,12 @@ async fn groups_merge_properties_and_keep_type_order() {
         &[batch(
             1,
             vec![
-                group_identify("u", "company", json!("acme"), json!({"name": "Acme", "size": 10})),
+                group_identify(
+                    "u",
+                    "company",
+                    json!("acme"),
+                    json!({"name": "Acme", "size": 10}),
+                ),
                 group_identify("u", "project", json!(42), json!({})),
                 group_identify("u", "company", json!("acme"), json!({"size": 12})),
                 group_identify("u", "company", json!("beta"), json!(null)),
@@ -319,10 +416,19 @@ async fn groups_merge_properties_and_keep_type_order() {
     )
     .await
     .unwrap();
-    meta.apply_events(2, &[batch(1, vec![group_identify("u", "team", json!("core"), json!({}))])])
-        .await
-        .unwrap();
-    assert_eq!(meta.group_types(T).await.unwrap(), ["company", "project", "team"]);
+    meta.apply_events(
+        2,
+        &[batch(
+            1,
+            vec![group_identify("u", "team", json!("core"), json!({}))],
+        )],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        meta.group_types(T).await.unwrap(),
+        ["company", "project", "team"]
+    );
     let acme = meta.group(T, "company", "acme").await.unwrap().unwrap();
     assert_eq!(
         serde_json::Value::Object(acme.properties),
@@ -333,7 +439,10 @@ async fn groups_merge_properties_and_keep_type_order() {
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].key, "acme");
     let rest = meta.groups(T, "company", Some("acme"), 10).await.unwrap();
-    assert_eq!(rest.iter().map(|g| g.key.as_str()).collect::<Vec<_>>(), ["beta"]);
+    assert_eq!(
+        rest.iter().map(|g| g.key.as_str()).collect::<Vec<_>>(),
+        ["beta"]
+    );
     // Groups do not create persons.
     assert_eq!(meta.person_for_distinct_id(T, "u").await.unwrap(), None);
 }
@@ -364,6 +473,9 @@ async fn persons_page_through_with_a_cursor_and_large_batches_work() {
     }
     assert_eq!(seen.len(), 1_300);
     assert!(seen.windows(2).all(|w| w[0].id < w[1].id));
-    assert!(seen.iter().all(|p| p.distinct_ids.len() == 2 && p.properties.len() == 1));
+    assert!(
+        seen.iter()
+            .all(|p| p.distinct_ids.len() == 2 && p.properties.len() == 1)
+    );
     assert!(meta.persons(T, None, 0).await.unwrap().is_empty());
 }

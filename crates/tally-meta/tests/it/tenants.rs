@@ -19,20 +19,33 @@ async fn a_created_tenant_is_found_by_name_id_and_keys() {
     assert!(KeyKind::Write.matches_format(&tenant.write_key));
     assert!(KeyKind::Secret.matches_format(&created.secret_key));
 
-    assert_eq!(meta.tenant_by_name("acme").await.unwrap().as_ref(), Some(tenant));
-    assert_eq!(meta.tenant_by_id(tenant.id).await.unwrap().as_ref(), Some(tenant));
+    assert_eq!(
+        meta.tenant_by_name("acme").await.unwrap().as_ref(),
+        Some(tenant)
+    );
+    assert_eq!(
+        meta.tenant_by_id(tenant.id).await.unwrap().as_ref(),
+        Some(tenant)
+    );
     assert_eq!(
         meta.tenant_by_write_key(&tenant.write_key).await.unwrap(),
         Some(tenant.id)
     );
     assert_eq!(
-        meta.tenant_for_secret_key(&created.secret_key).await.unwrap(),
+        meta.tenant_for_secret_key(&created.secret_key)
+            .await
+            .unwrap(),
         Some(tenant.id)
     );
     // The public key is not a secret key, and an unknown secret finds nobody.
-    assert_eq!(meta.tenant_for_secret_key(&tenant.write_key).await.unwrap(), None);
     assert_eq!(
-        meta.tenant_for_secret_key(&KeyKind::Secret.generate()).await.unwrap(),
+        meta.tenant_for_secret_key(&tenant.write_key).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        meta.tenant_for_secret_key(&KeyKind::Secret.generate())
+            .await
+            .unwrap(),
         None
     );
     assert_eq!(meta.tenant_by_name("other").await.unwrap(), None);
@@ -76,7 +89,10 @@ async fn bad_and_duplicate_names_are_refused() {
     assert_eq!(err.class(), ErrorClass::BadRequest);
     for bad in ["", "Acme", "-acme", "acme corp", &"a".repeat(64)] {
         let err = meta.create_tenant(bad).await.unwrap_err();
-        assert!(matches!(err, Error::InvalidTenantName { .. }), "{bad}: {err}");
+        assert!(
+            matches!(err, Error::InvalidTenantName { .. }),
+            "{bad}: {err}"
+        );
     }
     assert_eq!(meta.list_tenants().await.unwrap().len(), 1);
 }
@@ -115,17 +131,28 @@ async fn attributes_and_time_zone_are_updated() {
     let t = meta.set_tenant_timezone(id, "Europe/Berlin").await.unwrap();
     assert_eq!(t.timezone, "Europe/Berlin");
     assert_eq!(t.attributes["plan"], "enterprise");
-    let err = meta.set_tenant_timezone(id, "Mars/Olympus").await.unwrap_err();
+    let err = meta
+        .set_tenant_timezone(id, "Mars/Olympus")
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidTimezone { .. }), "{err}");
-    assert_eq!(meta.tenant_by_id(id).await.unwrap().unwrap().timezone, "Europe/Berlin");
+    assert_eq!(
+        meta.tenant_by_id(id).await.unwrap().unwrap().timezone,
+        "Europe/Berlin"
+    );
 
     let missing = TenantId(4242);
     for err in [
         meta.set_tenant_timezone(missing, "UTC").await.unwrap_err(),
-        meta.set_tenant_attributes(missing, &set, &[]).await.unwrap_err(),
+        meta.set_tenant_attributes(missing, &set, &[])
+            .await
+            .unwrap_err(),
         meta.rotate_secret_key(missing).await.unwrap_err(),
     ] {
-        assert!(matches!(err, Error::TenantNotFound(TenantId(4242))), "{err}");
+        assert!(
+            matches!(err, Error::TenantNotFound(TenantId(4242))),
+            "{err}"
+        );
         assert_eq!(err.class(), ErrorClass::NotFound);
     }
 }
@@ -137,11 +164,21 @@ async fn rotating_the_secret_key_revokes_the_old_one() {
     let id = created.tenant.id;
     let new_secret = meta.rotate_secret_key(id).await.unwrap();
     assert_ne!(new_secret, created.secret_key);
-    assert_eq!(meta.tenant_for_secret_key(&created.secret_key).await.unwrap(), None);
-    assert_eq!(meta.tenant_for_secret_key(&new_secret).await.unwrap(), Some(id));
+    assert_eq!(
+        meta.tenant_for_secret_key(&created.secret_key)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        meta.tenant_for_secret_key(&new_secret).await.unwrap(),
+        Some(id)
+    );
     // The write key is unaffected.
     assert_eq!(
-        meta.tenant_by_write_key(&created.tenant.write_key).await.unwrap(),
+        meta.tenant_by_write_key(&created.tenant.write_key)
+            .await
+            .unwrap(),
         Some(id)
     );
 }
@@ -152,7 +189,12 @@ async fn operator_keys_verify_only_when_issued() {
     let key = meta.create_operator_key("grafana").await.unwrap();
     assert!(KeyKind::Operator.matches_format(&key));
     assert!(meta.verify_operator_key(&key).await.unwrap());
-    assert!(!meta.verify_operator_key(&KeyKind::Operator.generate()).await.unwrap());
+    assert!(
+        !meta
+            .verify_operator_key(&KeyKind::Operator.generate())
+            .await
+            .unwrap()
+    );
     assert!(!meta.verify_operator_key("").await.unwrap());
     let secret = meta.create_tenant("acme").await.unwrap().secret_key;
     assert!(!meta.verify_operator_key(&secret).await.unwrap());
@@ -194,14 +236,19 @@ async fn opening_fails_clearly() {
         let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
-        sqlx::query("INSERT INTO tally_meta_schema (version, name, applied_at) VALUES (99, 'future', 0)")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO tally_meta_schema (version, name, applied_at) VALUES (99, 'future', 0)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
         conn.close().await.unwrap();
     }
     let err = SqliteMeta::open(&path).await.unwrap_err();
-    assert!(matches!(err, Error::SchemaTooNew { found: 99, .. }), "{err}");
+    assert!(
+        matches!(err, Error::SchemaTooNew { found: 99, .. }),
+        "{err}"
+    );
 }
 
 /// `tally tenant create` runs in another process while `tally serve` has the database
@@ -231,7 +278,10 @@ async fn the_directory_sees_tenants_created_by_another_process() {
 
     // Created through the wrapper: known without a lookup.
     let local = directory.create_tenant("local").await.unwrap().tenant;
-    assert_eq!(directory.tenant_for_write_key(&local.write_key).await, Some(local.id));
+    assert_eq!(
+        directory.tenant_for_write_key(&local.write_key).await,
+        Some(local.id)
+    );
     assert_eq!(directory.tenant_for_write_key("tly_pub_nope").await, None);
 }
 
