@@ -76,6 +76,20 @@ impl Effect<'_> {
     }
 }
 
+/// Whether the event can have identity, person-property or group effects: `false` for
+/// the common plain event, decided without allocating. A caller (the pipeline) may use
+/// it to queue only these events for [`crate::PersonStore::apply_events`]; passing
+/// plain events along is harmless too.
+pub fn has_identity_effects(event: &Event) -> bool {
+    !event.person_set.is_empty()
+        || !event.person_set_once.is_empty()
+        || event.properties.contains_key(UNSET)
+        || matches!(
+            event.event.as_str(),
+            names::IDENTIFY | names::CREATE_ALIAS | names::GROUP_IDENTIFY
+        )
+}
+
 /// The event's identity effects, or `None` for the common event that has none. Counts
 /// ignored (denylisted or malformed) parts into `stats`.
 pub(crate) fn extract<'a>(event: &'a Event, stats: &mut IdentityStats) -> Option<Effect<'a>> {
@@ -85,17 +99,11 @@ pub(crate) fn extract<'a>(event: &'a Event, stats: &mut IdentityStats) -> Option
         names::CREATE_ALIAS => Some(LinkKind::Alias),
         _ => None,
     };
-    let is_group_identify = event.event == names::GROUP_IDENTIFY;
-    let unset_value = props.get(UNSET);
-    // The fast path: checked before anything allocates.
-    if link_kind.is_none()
-        && !is_group_identify
-        && event.person_set.is_empty()
-        && event.person_set_once.is_empty()
-        && unset_value.is_none()
-    {
+    if !has_identity_effects(event) {
         return None;
     }
+    let is_group_identify = event.event == names::GROUP_IDENTIFY;
+    let unset_value = props.get(UNSET);
 
     let distinct_id = event.distinct_id.as_str();
     if is_denylisted_distinct_id(distinct_id) {
@@ -623,8 +631,16 @@ mod tests {
     fn plain_events_have_no_effect() {
         let mut stats = IdentityStats::default();
         let e = event("$pageview", "u1", json!({"$current_url": "/"}));
+        assert!(!has_identity_effects(&e));
         assert!(extract(&e, &mut stats).is_none());
         assert_eq!(stats, IdentityStats::default());
+        let mut with_set = e.clone();
+        with_set.person_set.insert("plan".into(), json!("pro"));
+        let with_unset = event("$pageview", "u1", json!({"$unset": ["plan"]}));
+        let group = event("$groupidentify", "u1", json!({}));
+        for e in [with_set, with_unset, group] {
+            assert!(has_identity_effects(&e), "{}", e.event);
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod tenants;
 
 pub use directory::{CachedMeta, DEFAULT_NEGATIVE_TTL};
 pub use error::{Error, Result};
-pub use identity::{MAX_GROUP_KEY_LEN, MAX_GROUP_TYPE_LEN, UNSET};
+pub use identity::{MAX_GROUP_KEY_LEN, MAX_GROUP_TYPE_LEN, UNSET, has_identity_effects};
 pub use keys::KeyKind;
 pub use persons::{Group, IdentityStats, MAX_PAGE_SIZE, Person, PersonStore};
 pub use sqlite::SqliteMeta;
