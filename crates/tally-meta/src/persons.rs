@@ -72,6 +72,12 @@ pub trait PersonStore: Send + Sync {
     /// LSN 0 means "before the first record" and may only come with no events.
     async fn apply_events(&self, lsn: u64, batches: &[EventBatch]) -> Result<IdentityStats>;
 
+    /// Applies the effects of events that were never written to the log — bulk loads
+    /// of generated demo data — leaving the applied log position unchanged. Unlike
+    /// [`PersonStore::apply_events`] this is not guarded against replays: the caller
+    /// applies each event exactly once.
+    async fn apply_unlogged(&self, batches: &[EventBatch]) -> Result<IdentityStats>;
+
     /// The log position through which effects have been applied (0: none yet).
     async fn applied_lsn(&self) -> Result<u64>;
 

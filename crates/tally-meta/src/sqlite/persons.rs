@@ -310,71 +310,11 @@ impl PersonStore for SqliteMeta {
             lsn,
             reason: "log positions above 2^63-1 cannot be stored",
         })?;
-        let started = Instant::now();
+        self.apply_batches(batches, Some((lsn, lsn_param))).await
+    }
 
-        // Pure Rust first: most events have no identity effects and stop here.
-        let mut stats = IdentityStats::default();
-        let mut effects_by_tenant: BTreeMap<TenantId, Vec<Effect<'_>>> = BTreeMap::new();
-        for batch in batches {
-            for event in &batch.events {
-                stats.events += 1;
-                if let Some(effect) = extract(event, &mut stats) {
-                    effects_by_tenant
-                        .entry(batch.tenant)
-                        .or_default()
-                        .push(effect);
-                }
-            }
-        }
-        if lsn == 0 && stats.events > 0 {
-            return Err(Error::InvalidLsn {
-                lsn,
-                reason: "0 precedes every log record, so events cannot be applied at it",
-            });
-        }
-
-        let _serial = self.apply_lock.lock().await;
-        let mut tx = self.begin_write().await?;
-        let applied = read_applied_lsn(&mut tx).await?;
-        if lsn <= applied {
-            // A replay after a crash: the transaction that recorded `applied` also
-            // committed these effects. Dropping `tx` rolls back the empty transaction.
-            tracing::debug!(lsn, applied, "Skipping already applied identity effects.");
-            return Ok(IdentityStats {
-                events: stats.events,
-                already_applied: true,
-                ..IdentityStats::default()
-            });
-        }
-        let now = tally_core::time::now_micros();
-        // Tenants are independent, so applying them one after another preserves the
-        // only order that matters: the order of each tenant's own events.
-        for (tenant, effects) in &effects_by_tenant {
-            let mut work = load_work(&mut tx, *tenant, effects).await?;
-            for effect in effects {
-                work.apply(effect, &mut stats);
-            }
-            write_work(&mut tx, &work, now).await?;
-        }
-        sqlx::query("UPDATE identity_watermark SET applied_lsn = ? WHERE id = 1")
-            .bind(lsn_param)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-
-        metrics::histogram!("tally_meta_identity_apply_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("tally_meta_identity_events_total").increment(stats.events_with_effects);
-        metrics::counter!("tally_meta_persons_created_total").increment(stats.persons_created);
-        metrics::counter!("tally_meta_person_merges_total", "outcome" => "merged")
-            .increment(stats.merges);
-        metrics::counter!("tally_meta_person_merges_total", "outcome" => "refused")
-            .increment(stats.refused_merges);
-        metrics::counter!("tally_meta_identity_ignored_total", "reason" => "denylisted")
-            .increment(stats.ignored_denylisted);
-        metrics::counter!("tally_meta_identity_ignored_total", "reason" => "invalid")
-            .increment(stats.ignored_invalid);
-        Ok(stats)
+    async fn apply_unlogged(&self, batches: &[EventBatch]) -> Result<IdentityStats> {
+        self.apply_batches(batches, None).await
     }
 
     async fn applied_lsn(&self) -> Result<u64> {
@@ -545,4 +485,88 @@ async fn read_identity_version(conn: &mut SqliteConnection, tenant: TenantId) ->
     let version = version.unwrap_or(0);
     u64::try_from(version)
         .map_err(|_| Error::corrupt(format!("identity version {version} is negative")))
+}
+
+impl SqliteMeta {
+    /// Applies the identity effects of `batches` in one transaction. With a log
+    /// position, records it as applied and skips the call if it was already applied
+    /// (a replay); without one (bulk loads that bypass the log) the watermark is left
+    /// alone.
+    async fn apply_batches(
+        &self,
+        batches: &[EventBatch],
+        lsn: Option<(u64, i64)>,
+    ) -> Result<IdentityStats> {
+        let started = Instant::now();
+
+        // Pure Rust first: most events have no identity effects and stop here.
+        let mut stats = IdentityStats::default();
+        let mut effects_by_tenant: BTreeMap<TenantId, Vec<Effect<'_>>> = BTreeMap::new();
+        for batch in batches {
+            for event in &batch.events {
+                stats.events += 1;
+                if let Some(effect) = extract(event, &mut stats) {
+                    effects_by_tenant
+                        .entry(batch.tenant)
+                        .or_default()
+                        .push(effect);
+                }
+            }
+        }
+        if let Some((0, _)) = lsn
+            && stats.events > 0
+        {
+            return Err(Error::InvalidLsn {
+                lsn: 0,
+                reason: "0 precedes every log record, so events cannot be applied at it",
+            });
+        }
+
+        let _serial = self.apply_lock.lock().await;
+        let mut tx = self.begin_write().await?;
+        if let Some((lsn, _)) = lsn {
+            let applied = read_applied_lsn(&mut tx).await?;
+            if lsn <= applied {
+                // A replay after a crash: the transaction that recorded `applied` also
+                // committed these effects. Dropping `tx` rolls back the empty transaction.
+                tracing::debug!(lsn, applied, "Skipping already applied identity effects.");
+                return Ok(IdentityStats {
+                    events: stats.events,
+                    already_applied: true,
+                    ..IdentityStats::default()
+                });
+            }
+        }
+        let now = tally_core::time::now_micros();
+        // Tenants are independent, so applying them one after another preserves the
+        // only order that matters: the order of each tenant's own events.
+        for (tenant, effects) in &effects_by_tenant {
+            let mut work = load_work(&mut tx, *tenant, effects).await?;
+            for effect in effects {
+                work.apply(effect, &mut stats);
+            }
+            write_work(&mut tx, &work, now).await?;
+        }
+        if let Some((_, lsn_param)) = lsn {
+            sqlx::query("UPDATE identity_watermark SET applied_lsn = ? WHERE id = 1")
+                .bind(lsn_param)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+
+        metrics::histogram!("tally_meta_identity_apply_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::counter!("tally_meta_identity_events_total").increment(stats.events_with_effects);
+        metrics::counter!("tally_meta_persons_created_total").increment(stats.persons_created);
+        metrics::counter!("tally_meta_person_merges_total", "outcome" => "merged")
+            .increment(stats.merges);
+        metrics::counter!("tally_meta_person_merges_total", "outcome" => "refused")
+            .increment(stats.refused_merges);
+        metrics::counter!("tally_meta_identity_ignored_total", "reason" => "denylisted")
+            .increment(stats.ignored_denylisted);
+        metrics::counter!("tally_meta_identity_ignored_total", "reason" => "invalid")
+            .increment(stats.ignored_invalid);
+        Ok(stats)
+    }
 }

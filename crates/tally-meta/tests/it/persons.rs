@@ -479,3 +479,33 @@ async fn persons_page_through_with_a_cursor_and_large_batches_work() {
     );
     assert!(meta.persons(T, None, 0).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn unlogged_bulk_apply_changes_persons_but_not_the_watermark() {
+    let (_dir, meta) = open_temp().await;
+    meta.apply_events(5, &[batch(1, vec![set("u0", json!({"plan": "free"}))])])
+        .await
+        .unwrap();
+    let stats = meta
+        .apply_unlogged(&[batch(
+            1,
+            vec![identify("u1", "anon-1"), set("u1", json!({"plan": "pro"}))],
+        )])
+        .await
+        .unwrap();
+    assert_eq!(stats.events_with_effects, 2);
+    assert_eq!(
+        meta.applied_lsn().await.unwrap(),
+        5,
+        "bulk loads leave the log position alone"
+    );
+    let p = person(&meta, "anon-1").await;
+    assert_eq!(p.distinct_ids, vec!["anon-1".to_string(), "u1".to_string()]);
+    assert_eq!(p.properties["plan"], json!("pro"));
+    // Logged applies continue from the watermark as before.
+    let s = meta
+        .apply_events(6, &[batch(1, vec![set("u1", json!({"seen": true}))])])
+        .await
+        .unwrap();
+    assert!(!s.already_applied);
+}
