@@ -194,12 +194,12 @@ impl StoreConfig {
                 "compaction_min_l0_files must be at least 2".into(),
             ));
         }
-        if let Codec::Zstd(level) = self.codec {
-            if !(1..=22).contains(&level) {
-                return Err(Error::Config(format!(
-                    "zstd level {level} is outside 1..=22"
-                )));
-            }
+        if let Codec::Zstd(level) = self.codec
+            && !(1..=22).contains(&level)
+        {
+            return Err(Error::Config(format!(
+                "zstd level {level} is outside 1..=22"
+            )));
         }
         Ok(())
     }

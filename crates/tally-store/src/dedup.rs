@@ -112,10 +112,10 @@ impl DedupIndex {
 
     /// Adds a uuid to a loaded partition set (no-op if not loaded).
     pub fn note_historic(&mut self, key: &PartitionKey, uuid: u128) {
-        if let Some(set) = self.historic.peek_mut(key) {
-            if set.insert(uuid) {
-                self.historic_uuids += 1;
-            }
+        if let Some(set) = self.historic.peek_mut(key)
+            && set.insert(uuid)
+        {
+            self.historic_uuids += 1;
         }
     }
 

@@ -267,10 +267,10 @@ impl<'a> RollingWriter<'a> {
             let take = room.min(batch.num_rows() - offset);
             writer.write(&batch.slice(offset, take))?;
             offset += take;
-            if writer.rows() as usize >= self.max_rows {
-                if let Some(w) = self.current.take() {
-                    self.written.push(w.finish()?);
-                }
+            if writer.rows() as usize >= self.max_rows
+                && let Some(w) = self.current.take()
+            {
+                self.written.push(w.finish()?);
             }
         }
         Ok(())

@@ -26,6 +26,8 @@ mod background;
 mod buffer;
 mod compaction;
 pub mod config;
+#[cfg(test)]
+mod crash_tests;
 mod dedup;
 pub mod error;
 mod files;

@@ -158,7 +158,7 @@ impl TableProvider for EventsTable {
         }
         if !self.snapshot.buffered.is_empty() || inputs.is_empty() {
             inputs.push(MemorySourceConfig::try_new_exec(
-                &[self.snapshot.buffered.clone()],
+                std::slice::from_ref(&self.snapshot.buffered),
                 schema,
                 projection.cloned(),
             )?);

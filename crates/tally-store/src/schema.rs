@@ -9,7 +9,7 @@
 //! Fixed column names never contain `:`, so no property key can collide with them, and
 //! a key sent both as a number and as a string gets two columns.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -237,6 +237,12 @@ impl PropertyCatalog {
     }
 }
 
+/// The typed columns of one property key, indexed by `PropertyType as usize`.
+struct KeyColumns {
+    materialized: bool,
+    columns: [Option<SparseColumn>; 3],
+}
+
 enum TypedBuilder {
     Str(StringBuilder),
     Num(Float64Builder),
@@ -318,7 +324,9 @@ pub fn events_to_batch<'a>(
     let mut properties = StringBuilder::with_capacity(rows, rows * 256);
     let mut person_set = StringBuilder::new();
     let mut person_set_once = StringBuilder::new();
-    let mut typed: BTreeMap<String, SparseColumn> = BTreeMap::new();
+    // Keyed by the borrowed key so the per-property work is one hash lookup, without
+    // allocating a column name per value (this loop dominates bulk-load time).
+    let mut typed: HashMap<&'a str, KeyColumns> = HashMap::new();
 
     for (row, e) in events.enumerate() {
         uuid.append_value(e.uuid.as_bytes())?;
@@ -341,13 +349,15 @@ pub fn events_to_batch<'a>(
             let Some(ty) = PropertyType::of(value) else {
                 continue;
             };
-            if !catalog.is_materialized(key) {
+            let columns = typed.entry(key.as_str()).or_insert_with(|| KeyColumns {
+                materialized: catalog.is_materialized(key),
+                columns: [None, None, None],
+            });
+            if !columns.materialized {
                 continue;
             }
-            let name = property_column(key, ty);
-            typed
-                .entry(name)
-                .or_insert_with(|| SparseColumn::new(ty))
+            columns.columns[ty as usize]
+                .get_or_insert_with(|| SparseColumn::new(ty))
                 .push(row, value);
         }
     }
@@ -362,8 +372,17 @@ pub fn events_to_batch<'a>(
         Arc::new(person_set.finish()),
         Arc::new(person_set_once.finish()),
     ];
-    let names: Vec<String> = typed.keys().cloned().collect();
-    for (_, column) in typed {
+    // Same order as `events_schema`: property columns by name.
+    let mut named: BTreeMap<String, SparseColumn> = BTreeMap::new();
+    for (key, columns) in typed {
+        for (ty, column) in PropertyType::ALL.into_iter().zip(columns.columns) {
+            if let Some(column) = column {
+                named.insert(property_column(key, ty), column);
+            }
+        }
+    }
+    let names: Vec<String> = named.keys().cloned().collect();
+    for (_, column) in named {
         arrays.push(column.finish(rows));
     }
     let schema = events_schema(&names);
@@ -603,7 +622,7 @@ mod tests {
 
     #[test]
     fn sort_orders_by_person_then_time() {
-        let mut events = vec![
+        let mut events = [
             event(3, json!({})),
             event(1, json!({})),
             event(2, json!({})),

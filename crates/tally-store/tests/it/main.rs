@@ -37,7 +37,7 @@ pub fn event(n: u128, timestamp: i64) -> Event {
     properties.insert("n".into(), json!(n as u64));
     properties.insert(
         "plan".into(),
-        json!(if n % 2 == 0 { "pro" } else { "free" }),
+        json!(if n.is_multiple_of(2) { "pro" } else { "free" }),
     );
     Event {
         uuid: Uuid::from_u128(n),

@@ -102,10 +102,10 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 50, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, max_shrink_iters: 100, ..ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_a_deduplicating_reference(ops in prop::collection::vec(op(), 1..10)) {
+    fn store_matches_a_deduplicating_reference(ops in prop::collection::vec(op(), 1..16)) {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
