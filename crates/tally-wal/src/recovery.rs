@@ -423,9 +423,9 @@ pub(crate) fn create_segment_atomically(dir: &Path, first_lsn: Lsn) -> Result<(P
 pub(crate) fn recover(config: &WalConfig) -> Result<Recovered> {
     let dir = &config.dir;
     let mut segment_files: Vec<(Lsn, PathBuf)> = Vec::new();
-    // The highest LSN named by any segment file, quarantined ones included: new
-    // LSNs must never repeat one that a file (even a damaged one) was created for.
-    let mut highest_name: Option<Lsn> = None;
+    // New LSNs must never repeat one that a file (even a quarantined one) was
+    // created for.
+    let mut highest_quarantined: Option<Lsn> = None;
     let mut stale_temp_files = Vec::new();
     let entries = fs::read_dir(dir).map_err(|e| Error::io("list directory", dir, e))?;
     for entry in entries {
@@ -436,9 +436,8 @@ pub(crate) fn recover(config: &WalConfig) -> Result<Recovered> {
         };
         if let Some(lsn) = parse_segment_file_name(name) {
             segment_files.push((lsn, entry.path()));
-            highest_name = highest_name.max(Some(lsn));
         } else if let Some(lsn) = parse_quarantined_file_name(name) {
-            highest_name = highest_name.max(Some(lsn));
+            highest_quarantined = highest_quarantined.max(Some(lsn));
         } else if name
             .strip_suffix(TEMP_SUFFIX)
             .and_then(parse_segment_file_name)
@@ -476,12 +475,31 @@ pub(crate) fn recover(config: &WalConfig) -> Result<Recovered> {
         }
     }
 
+    // The tail: everything after the last kept record.
+    let last_with_records = scans.iter().rposition(|s| s.records_kept > 0);
+    let tail_start = last_with_records.map_or(0, |i| i + 1);
+
     let last_kept = previous;
-    let next_lsn = match last_kept {
-        Some(last) => last.checked_add(1).ok_or(Error::LsnExhausted { last })?,
+    let exhausted = |last: Lsn| Error::LsnExhausted { last };
+    let mut next_lsn = match last_kept {
+        Some(last) => last.checked_add(1).ok_or(exhausted(last))?,
         None => 1,
+    };
+    // Normally a no-op. A tail file's name is an LSN its writer reached (an empty
+    // segment left by `remove_segments_before` carries the high-water mark this
+    // way); a kept segment's name must not be taken by the new segment even if
+    // someone renamed files.
+    for (i, scan) in scans.iter().enumerate() {
+        let floor = if i < tail_start {
+            scan.name_lsn
+                .checked_add(1)
+                .ok_or(exhausted(scan.name_lsn))?
+        } else {
+            scan.name_lsn
+        };
+        next_lsn = next_lsn.max(floor);
     }
-    .max(highest_name.unwrap_or(1));
+    next_lsn = next_lsn.max(highest_quarantined.unwrap_or(1));
 
     let mut dropped = Vec::new();
     for scan in &scans {
@@ -496,9 +514,6 @@ pub(crate) fn recover(config: &WalConfig) -> Result<Recovered> {
         }
     }
 
-    // The tail: everything after the last kept record.
-    let last_with_records = scans.iter().rposition(|s| s.records_kept > 0);
-    let tail_start = last_with_records.map_or(0, |i| i + 1);
     let mut actions = Vec::new();
     let mut reusable: Option<PathBuf> = None;
     for (i, scan) in scans.iter().enumerate().skip(tail_start) {

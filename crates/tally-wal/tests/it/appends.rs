@@ -307,3 +307,36 @@ fn dropping_the_wal_flushes_queued_appends() {
     let (_wal, report) = Wal::open(small_config(&dir)).unwrap();
     assert_eq!(report.records_kept, 30);
 }
+
+#[test]
+fn replay_during_appends_sees_a_dense_durable_prefix() {
+    let root = tempdir();
+    let (wal, _) = Wal::open(small_config(&wal_dir(&root))).unwrap();
+    let wal = Arc::new(wal);
+    let appender = {
+        let wal = Arc::clone(&wal);
+        thread::spawn(move || {
+            for i in 1..=400u64 {
+                wal.append(payload(i, (i % 60) as usize))
+                    .unwrap()
+                    .wait()
+                    .unwrap();
+            }
+        })
+    };
+    let mut longest = 0;
+    while longest < 400 {
+        let durable_before = wal.last_lsn();
+        let records = replay_all(&wal);
+        assert!(
+            records.len() as u64 >= durable_before,
+            "replay sees every durable record"
+        );
+        for (i, (lsn, bytes)) in records.iter().enumerate() {
+            assert_eq!(*lsn, i as Lsn + 1);
+            assert_eq!(*bytes, payload(*lsn, (*lsn % 60) as usize));
+        }
+        longest = records.len();
+    }
+    appender.join().unwrap();
+}

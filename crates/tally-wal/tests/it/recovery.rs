@@ -356,3 +356,27 @@ proptest! {
         prop_assert_eq!(again, kept);
     }
 }
+
+#[test]
+fn a_renamed_segment_is_never_overwritten_by_the_new_one() {
+    let root = tempdir();
+    let dir = root.path().join("wal");
+    let records = build_log(config(&dir), &[5, 6, 7]);
+    // Someone renamed the segment holding LSNs 1..=3 to a later name, and removed
+    // the empty active segment.
+    for (name, bytes) in read_segments(&dir) {
+        fs::remove_file(dir.join(&name)).unwrap();
+        if bytes.len() as u64 > HEADER {
+            fs::write(dir.join("00000000000000000100.wal"), bytes).unwrap();
+        }
+    }
+    let (wal, report) = Wal::open(config(&dir)).unwrap();
+    assert_eq!(report.records_kept, 3);
+    assert_eq!(report.next_lsn, 101);
+    assert_eq!(wal.append(b"new".to_vec()).unwrap().wait().unwrap(), 101);
+    let kept = replay_all(&wal);
+    assert_eq!(kept.len(), 4);
+    for (lsn, bytes) in &kept[..3] {
+        assert_eq!(&records[lsn], bytes);
+    }
+}
