@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
-use serde::Deserialize;
 
 use crate::error::{IngestError, Result};
 
@@ -29,16 +28,13 @@ pub(crate) enum Codec {
 }
 
 /// Query parameters PostHog SDKs put on capture URLs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default)]
 pub(crate) struct PostHogQuery {
     pub compression: Option<String>,
     /// GET pixel and some legacy SDKs: the payload itself.
     pub data: Option<String>,
     /// posthog-js: the send time in milliseconds since the epoch.
-    #[serde(rename = "_")]
     pub sent_at_ms: Option<String>,
-    /// posthog-js: the SDK version.
-    pub ver: Option<String>,
 }
 
 impl PostHogQuery {
@@ -54,7 +50,6 @@ impl PostHogQuery {
                         "compression" => out.compression = Some(v),
                         "data" => out.data = Some(v),
                         "_" => out.sent_at_ms = Some(v),
-                        "ver" => out.ver = Some(v),
                         _ => {}
                     }
                 }
@@ -267,7 +262,7 @@ pub(crate) fn decode_posthog_body(
             }
         }
         "" | "none" | "identity" => sniff(payload, cap)?,
-        "lz64" | "lz-string" => return Err(IngestError::UnsupportedCompression(hint)),
+        // Includes `lz64`, which only posthog-js versions from before 2021 send.
         _ => return Err(IngestError::UnsupportedCompression(hint)),
     };
     check_cap(decoded, cap)
@@ -484,7 +479,6 @@ mod tests {
         let q = PostHogQuery::parse(Some("compression=gzip-js&_=1700000000123&ver=1.2.3"));
         assert_eq!(q.compression.as_deref(), Some("gzip-js"));
         assert_eq!(q.sent_at_micros(), Some(1_700_000_000_123_000));
-        assert_eq!(q.ver.as_deref(), Some("1.2.3"));
         // Seconds (old SDKs) are ignored, not read as 1970.
         assert_eq!(
             PostHogQuery::parse(Some("_=1700000000")).sent_at_micros(),

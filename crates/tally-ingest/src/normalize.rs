@@ -80,10 +80,15 @@ pub fn normalize_json_event(
 ) -> Result<Event, EventRejection> {
     let mut memo = GeoMemo::default();
     check_event_size(0, &value, &ctx.config.limits)?;
-    let Value::Object(obj) = value else {
+    let Value::Object(mut obj) = value else {
         return Err(not_an_object(0, &value));
     };
     let draft = if crate::segment::looks_like_segment(&obj) {
+        // Hand-written Segment-style records often omit `type`; a record with an
+        // event name is a `track`.
+        if !obj.contains_key("type") && obj.contains_key("event") {
+            obj.insert("type".into(), Value::String("track".into()));
+        }
         crate::segment::draft_from_batch_message(0, obj, None)?
     } else {
         crate::posthog::draft(0, obj)?

@@ -286,6 +286,17 @@ fn file_import_uses_the_same_rules() {
         tally_core::event::uuid_from_dedup_key(TenantId(3), "m-1")
     );
 
+    let untyped = normalize_json_event(
+        TenantId(3),
+        json!({"userId": 17, "event": "Exported", "properties": {"k": "v"}}),
+        &ctx,
+    )
+    .unwrap();
+    assert_eq!(
+        (untyped.event.as_str(), untyped.distinct_id.as_str()),
+        ("Exported", "17")
+    );
+
     let err = normalize_json_event(
         TenantId(3),
         json!({"event": "x", "distinct_id": "nil"}),
