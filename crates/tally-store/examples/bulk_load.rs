@@ -187,6 +187,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.bytes_written as f64 / report.output_rows.max(1) as f64,
     );
 
+    // The ingest path: apply WAL-sized batches of live events, then flush.
+    let live_dir = tempfile::tempdir()?;
+    let live = EmbeddedStore::open(StoreConfig::new(live_dir.path())).await?;
+    let mut batches = Vec::new();
+    for (i, chunk) in generate(1, per_tenant, 7).chunks(100).enumerate() {
+        let mut events = chunk.to_vec();
+        for e in &mut events {
+            e.received_at = now_micros();
+        }
+        batches.push((
+            i as u64 + 1,
+            EventBatch {
+                tenant: TenantId(1),
+                events,
+            },
+        ));
+    }
+    let started = Instant::now();
+    for (lsn, batch) in &batches {
+        live.apply(*lsn, batch)?;
+    }
+    let applied = started.elapsed();
+    let started = Instant::now();
+    let flushed = live.flush().await?;
+    println!(
+        "apply: {per_tenant} events in batches of 100 in {:.2}s ({:.0} events/s); flush of {} rows to {} files in {:.2}s",
+        applied.as_secs_f64(),
+        per_tenant as f64 / applied.as_secs_f64(),
+        flushed.rows,
+        flushed.files,
+        started.elapsed().as_secs_f64()
+    );
+
     let ctx = store.session_context_for(TenantId(1))?;
     let since = now_micros() - 30 * MICROS_PER_DAY;
     let sql = format!(

@@ -25,6 +25,7 @@ pub(crate) struct DedupIndex {
     recent: HashMap<(u32, u128), i64>,
     window_micros: i64,
     max_recent: usize,
+    last_sweep: i64,
     /// Unbounded by entry count on purpose: the bound is on uuids, enforced in
     /// `install_historic`.
     historic: LruCache<PartitionKey, HashSet<u128>>,
@@ -38,6 +39,7 @@ impl DedupIndex {
             recent: HashMap::new(),
             window_micros,
             max_recent: max_recent.max(1),
+            last_sweep: i64::MIN,
             historic: LruCache::unbounded(),
             historic_uuids: 0,
             max_historic,
@@ -64,6 +66,16 @@ impl DedupIndex {
     pub fn sweep(&mut self, now_micros: i64) {
         let cutoff = now_micros.saturating_sub(self.window_micros);
         self.recent.retain(|_, received| *received >= cutoff);
+        self.last_sweep = now_micros;
+    }
+
+    /// Sweeps when a 24th of the window has passed since the last sweep: a sweep
+    /// walks the whole index (under the lock `apply` needs), so not on every flush;
+    /// entries outliving the window by a little only make dedup slightly stricter.
+    pub fn maybe_sweep(&mut self, now_micros: i64) {
+        if now_micros.saturating_sub(self.last_sweep) >= self.window_micros / 24 {
+            self.sweep(now_micros);
+        }
     }
 
     // Evicts the oldest tenth so that eviction is amortised rather than per insert.

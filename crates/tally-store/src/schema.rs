@@ -176,11 +176,13 @@ pub struct PropertyCatalog {
 
 impl PropertyCatalog {
     /// Records the properties of an event, materialising new keys while fewer than
-    /// `max_materialized` are. Returns whether a new typed column appeared.
+    /// `max_materialized` are. Returns whether the catalog changed beyond its counts
+    /// (a new key, or a type seen for the first time).
     pub fn observe(&mut self, properties: &Properties, max_materialized: usize) -> bool {
-        let mut schema_changed = false;
+        let mut changed = false;
         for (key, value) in properties {
             if !self.keys.contains_key(key) {
+                changed = true;
                 let materialized = self.materialized_count() < max_materialized;
                 self.keys.insert(
                     key.clone(),
@@ -194,8 +196,8 @@ impl PropertyCatalog {
                 continue;
             };
             let ty = PropertyType::of(value);
-            if stats.materialized && ty.is_some_and(|t| stats.count(t) == 0) {
-                schema_changed = true;
+            if ty.is_some_and(|t| stats.count(t) == 0) {
+                changed = true;
             }
             match ty {
                 Some(PropertyType::Str) => stats.string += 1,
@@ -204,7 +206,7 @@ impl PropertyCatalog {
                 None => stats.other += 1,
             }
         }
-        schema_changed
+        changed
     }
 
     pub fn materialized_count(&self) -> usize {

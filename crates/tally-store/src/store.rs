@@ -111,6 +111,10 @@ pub(crate) struct State {
     pub active: WriteBuffer,
     pub frozen: Vec<Arc<WriteBuffer>>,
     pub catalogs: HashMap<TenantId, PropertyCatalog>,
+    /// Tenants whose catalog gained a key or type since it was last written.
+    pub catalogs_dirty: HashSet<TenantId>,
+    /// When each tenant's catalog.json was last written (UTC micros).
+    pub catalogs_written_at: HashMap<TenantId, i64>,
     pub obsolete: Vec<Arc<LiveFile>>,
 }
 
@@ -245,7 +249,7 @@ impl EmbeddedStore {
         };
         let inner = self.inner.clone();
         let report = blocking(move || inner.write_frozen(buffers, catalogs)).await?;
-        self.inner.dedup.lock().sweep(now_micros());
+        self.inner.dedup.lock().maybe_sweep(now_micros());
         self.inner.reap_obsolete();
         metrics::histogram!("tally_store_flush_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(
@@ -372,9 +376,22 @@ fn tenant_files(state: &State, tenant: TenantId) -> impl Iterator<Item = &Arc<Li
 
 impl Inner {
     fn open(config: StoreConfig) -> Result<Inner> {
-        let root = config.dir.clone();
-        std::fs::create_dir_all(root.join(EVENTS_DIR))
-            .map_err(|e| Error::io("create directory", &root, e))?;
+        std::fs::create_dir_all(config.dir.join(EVENTS_DIR))
+            .map_err(|e| Error::io("create directory", &config.dir, e))?;
+        // Absolute, because files are handed to DataFusion as file URLs.
+        let root =
+            std::fs::canonicalize(&config.dir).map_err(|e| Error::io("resolve", &config.dir, e))?;
+        // DataFusion reads `*`, `?` and `[` in a path as a glob, which would make a
+        // file URL match other files or none.
+        match root.to_str() {
+            Some(s) if !s.contains(['*', '?', '[']) => {}
+            _ => {
+                return Err(Error::Config(format!(
+                    "store directory {} must be valid UTF-8 without '*', '?' or '['",
+                    root.display()
+                )));
+            }
+        }
         let manifest = match Manifest::load(&root)? {
             Some(m) => m,
             None => {
@@ -453,6 +470,8 @@ impl Inner {
             active: WriteBuffer::default(),
             frozen: Vec::new(),
             catalogs,
+            catalogs_dirty: HashSet::new(),
+            catalogs_written_at: HashMap::new(),
             obsolete: Vec::new(),
         };
         state.publish_buffer_gauges();
@@ -540,9 +559,14 @@ impl Inner {
             let mut guard = self.state.write();
             let state = &mut *guard;
             let catalog = state.catalogs.entry(tenant).or_default();
+            let mut catalog_changed = false;
             for (partition, event) in accepted {
-                catalog.observe(&event.properties, self.config.max_materialized_keys);
+                catalog_changed |=
+                    catalog.observe(&event.properties, self.config.max_materialized_keys);
                 state.active.push(tenant, partition, event.clone(), catalog);
+            }
+            if catalog_changed {
+                state.catalogs_dirty.insert(tenant);
             }
             state.active.note_lsn(lsn);
             state.publish_buffer_gauges();
@@ -703,10 +727,22 @@ impl Inner {
         frozen_done: usize,
     ) -> Result<()> {
         let tenants: BTreeSet<TenantId> = added.iter().map(|f| f.tenant).collect();
+        let now = now_micros();
         let (manifest, catalogs) = {
-            let state = self.state.read();
+            let mut guard = self.state.write();
+            let state = &mut *guard;
+            // Catalog files are rewritten when their keys changed, and otherwise at
+            // most once a minute (for the counts): a flush touching a thousand
+            // tenants must not cost two thousand fsyncs.
             let catalogs: Vec<(TenantId, PropertyCatalog)> = tenants
                 .iter()
+                .filter(|t| {
+                    state.catalogs_dirty.remove(t)
+                        || state
+                            .catalogs_written_at
+                            .get(t)
+                            .is_none_or(|at| now.saturating_sub(*at) >= 60_000_000)
+                })
                 .map(|t| (*t, state.catalogs.get(t).cloned().unwrap_or_default()))
                 .collect();
             let mut files: Vec<FileMeta> = state
@@ -723,20 +759,30 @@ impl Inner {
             manifest.files = files;
             (manifest, catalogs)
         };
-        // A catalog may run ahead of the files (it also covers buffered events); it
-        // must never lag behind them, so it is written first.
-        for (tenant, catalog) in &catalogs {
+        // A catalog may run ahead of the files (it also covers buffered events), and
+        // is written first so that it does not lag behind them. (`open` also
+        // reconciles catalogs with the files' columns, so this is belt and braces.)
+        let written = catalogs.iter().try_for_each(|(tenant, catalog)| {
             let dir = tenant_dir(&self.root, *tenant);
             create_dir_durable(&self.root, &dir)?;
             let bytes = serde_json::to_vec(catalog).map_err(|e| Error::CorruptMetadata {
                 path: dir.join(CATALOG_FILE),
                 reason: format!("cannot encode: {e}"),
             })?;
-            write_atomic(&dir.join(CATALOG_FILE), &bytes)?;
+            write_atomic(&dir.join(CATALOG_FILE), &bytes)
+        });
+        if let Err(e) = written.and_then(|()| manifest.store(&self.root)) {
+            self.state
+                .write()
+                .catalogs_dirty
+                .extend(catalogs.iter().map(|(t, _)| *t));
+            return Err(e);
         }
-        manifest.store(&self.root)?;
 
         let mut state = self.state.write();
+        for (tenant, _) in &catalogs {
+            state.catalogs_written_at.insert(*tenant, now);
+        }
         state.generation = manifest.generation;
         state.durable_lsn = manifest.durable_lsn;
         if !removed.is_empty() {
@@ -846,11 +892,16 @@ impl Inner {
             }
         }
         let catalogs: HashMap<TenantId, PropertyCatalog> = {
-            let mut state = self.state.write();
+            let mut guard = self.state.write();
+            let state = &mut *guard;
             for ((tenant, _), events) in &groups {
                 let catalog = state.catalogs.entry(*tenant).or_default();
+                let mut changed = false;
                 for e in events {
-                    catalog.observe(&e.properties, self.config.max_materialized_keys);
+                    changed |= catalog.observe(&e.properties, self.config.max_materialized_keys);
+                }
+                if changed {
+                    state.catalogs_dirty.insert(*tenant);
                 }
             }
             groups

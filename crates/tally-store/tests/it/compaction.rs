@@ -189,3 +189,19 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// Other crates' tests run the store on a current-thread runtime; compaction (which
+/// drives DataFusion from a blocking thread) must work there too.
+#[tokio::test]
+async fn compaction_works_on_a_current_thread_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(config(dir.path())).await.unwrap();
+    for lsn in 1..=3u64 {
+        let n = lsn as u128 * 1000;
+        store.apply(lsn, &batch(T1, events(n..n + 300))).unwrap();
+        store.flush().await.unwrap();
+    }
+    let report = store.compact_once().await.unwrap();
+    assert_eq!(report.output_rows, 900);
+    assert_eq!(store.count_events(T1).await.unwrap(), 900);
+}
