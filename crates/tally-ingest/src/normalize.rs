@@ -749,6 +749,11 @@ mod tests {
             let config = IngestConfig::default();
             let enricher = Enricher::new(&config).unwrap();
             let ctx = RequestContext::detached(&config, &enricher);
+            if let Ok(split) = crate::posthog::split_request(v.clone()) {
+                let _ = crate::posthog::request_api_key(&split);
+            }
+            let _ = crate::segment::split_request(v.clone(), None);
+            let _ = crate::segment::split_request(v.clone(), Some(crate::segment::Kind::Group));
             let _ = normalize_json_event(TenantId(1), v, &ctx);
         }
 

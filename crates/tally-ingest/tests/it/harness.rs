@@ -21,6 +21,8 @@ pub enum Failure {
     None,
     Overloaded,
     Internal,
+    /// A bug in the sink: it panics inside `submit`.
+    Panic,
 }
 
 pub struct RecordingSink {
@@ -50,7 +52,9 @@ impl RecordingSink {
 #[async_trait::async_trait]
 impl EventSink for RecordingSink {
     async fn submit(&self, batch: EventBatch) -> Result<(), SinkError> {
-        match *self.failure.lock().unwrap() {
+        // Copy out first: a panicking arm must not poison the lock.
+        let failure = *self.failure.lock().unwrap();
+        match failure {
             Failure::None => {}
             Failure::Overloaded => {
                 return Err(SinkError::Overloaded {
@@ -59,6 +63,7 @@ impl EventSink for RecordingSink {
                 });
             }
             Failure::Internal => return Err(SinkError::Internal("disk on fire at /var/x".into())),
+            Failure::Panic => panic!("test sink panicked on purpose"),
         }
         self.batches.lock().unwrap().push(batch);
         Ok(())

@@ -61,3 +61,16 @@ async fn internal_sink_errors_hide_their_details() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_panic_below_the_handler_is_a_500_and_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    server.sink.fail_with(Failure::Panic);
+    let event = json!({"api_key": KEY, "event": "e", "distinct_id": "d"});
+    let (status, body) = server.post_json("/capture/", &event).await;
+    assert_eq!(status, 500);
+    assert_eq!(body["code"], "INTERNAL");
+    server.sink.fail_with(Failure::None);
+    let (status, _) = server.post_json("/capture/", &event).await;
+    assert_eq!(status, 200);
+}
