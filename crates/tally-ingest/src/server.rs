@@ -156,12 +156,12 @@ fn respond(endpoint: Endpoint, result: Result<Response>) -> Response {
     let response = match result {
         Ok(response) => response,
         Err(err) => {
-            match err.class() {
-                ErrorClass::Unavailable { .. } => {
-                    tracing::warn!(endpoint = endpoint.name(), error = %err, "ingest unavailable")
-                }
-                ErrorClass::Internal => {}
-                _ => tracing::debug!(endpoint = endpoint.name(), error = %err, "request refused"),
+            // Client mistakes and backpressure are routine (and counted by status);
+            // logging each at WARN would flood the log exactly when ingest is busiest.
+            // Sink failures are logged once in `submit`, internal errors by
+            // `http_error`.
+            if err.class() != ErrorClass::Internal {
+                tracing::debug!(endpoint = endpoint.name(), error = %err, "request refused");
             }
             err.into_response()
         }
