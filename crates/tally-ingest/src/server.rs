@@ -531,13 +531,13 @@ async fn handle_native(state: Arc<IngestState>, req: Request) -> Result<Response
     let Received {
         headers,
         body,
-        meta,
+        mut meta,
         ..
     } = receive(&state, req).await?;
     let large = body.len() > BLOCKING_THRESHOLD_BYTES;
     let cap = state.config.limits.max_decompressed_bytes;
     let header_key = header_api_key(&headers);
-    let (body_key, events) = cpu(large, move || {
+    let (body_key, historical, events) = cpu(large, move || {
         let bytes = decode::decode_plain_body(&headers, &body, cap)?;
         count_decoded(bytes.len());
         match decode::parse_json(&bytes)? {
@@ -548,8 +548,18 @@ async fn handle_native(state: Arc<IngestState>, req: Request) -> Result<Response
                     .map(str::trim)
                     .filter(|k| !k.is_empty())
                     .map(str::to_string);
+                let historical = match obj.get("historical") {
+                    None | Some(Value::Bool(false)) => false,
+                    Some(Value::Bool(true)) => true,
+                    Some(other) => {
+                        return Err(IngestError::UnexpectedShape(format!(
+                            "`historical` must be a boolean, got {}",
+                            normalize::json_type(other)
+                        )));
+                    }
+                };
                 match obj.remove("events") {
-                    Some(Value::Array(events)) => Ok((key, events)),
+                    Some(Value::Array(events)) => Ok((key, historical, events)),
                     Some(other) => Err(IngestError::UnexpectedShape(format!(
                         "`events` must be an array, got {}",
                         normalize::json_type(&other)
@@ -568,6 +578,13 @@ async fn handle_native(state: Arc<IngestState>, req: Request) -> Result<Response
     .await?;
     let tenant = authenticate(&state, header_key.or(body_key)).await?;
     check_count(events.len(), &state)?;
+    if historical {
+        // A history import (`tally import`) relays events recorded elsewhere: the
+        // importing machine's address, user agent and clock say nothing about them.
+        meta.client_ip = None;
+        meta.user_agent = None;
+        meta.sent_at = None;
+    }
 
     let worker = state.clone();
     let outcome = cpu(large, move || {

@@ -108,3 +108,52 @@ async fn key_in_body_and_shape_errors() {
     let (status, _) = read(server.http.post(server.url("/nope")).send().await.unwrap()).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn historical_imports_take_nothing_from_the_importing_request() {
+    let server = TestServer::start().await;
+    let body = json!({
+        "historical": true,
+        "events": [{"event": "old", "distinct_id": "u1", "timestamp": "2024-01-01T00:00:00Z"}],
+    });
+    let r = server
+        .http
+        .post(server.url("/v1/events/batch"))
+        .bearer_auth(KEY)
+        .header("user-agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (status, reply) = read(r).await;
+    assert_eq!(status, 200, "{reply}");
+    let e = &server.sink.batches()[0].events[0];
+    assert_eq!(e.timestamp, 1_704_067_200_000_000);
+    assert!(!e.properties.contains_key("$ip"), "{:?}", e.properties);
+    assert!(!e.properties.contains_key("$browser"), "{:?}", e.properties);
+
+    // The same request without the flag is enriched from the request.
+    let mut live = body.clone();
+    live["historical"] = json!(false);
+    let r = server
+        .http
+        .post(server.url("/v1/events/batch"))
+        .bearer_auth(KEY)
+        .header("user-agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36")
+        .json(&live)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read(r).await.0, 200);
+    let e = &server.sink.batches()[1].events[0];
+    assert!(e.properties.contains_key("$ip"));
+    assert_eq!(e.properties["$browser"], "Chrome");
+
+    let (status, reply) = server
+        .post_json(
+            "/v1/events/batch",
+            &json!({"api_key": KEY, "historical": "yes", "events": []}),
+        )
+        .await;
+    assert_eq!(status, 400, "{reply}");
+}
