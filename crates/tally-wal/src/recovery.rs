@@ -20,7 +20,7 @@
 //! The *tail* of the log (everything after the last kept record) gets physical
 //! clean-up, so that the next open reports it no more: the last segment with records
 //! is truncated after its last kept record, later segments without records are
-//! removed when they hold no more than a header and quarantined
+//! removed when their only damage is a torn write and quarantined
 //! (`<name>.corrupt`) otherwise. Damage before the tail stays on disk, is skipped by
 //! replay and is reported again at every open until retention removes it. New
 //! records always go to a fresh segment, never after a truncation point.
@@ -142,7 +142,9 @@ impl LostRecords {
     }
 }
 
-/// Kept LSN `after` is followed by kept LSN `next`, and `next > after + 1`.
+/// The kept LSNs jump from `after` to `next` (`next > after + 1`): the LSNs between
+/// are not in the log. For the first kept record, `after` is one less than the
+/// first segment's name, where the log claims to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LsnGap {
     pub after: Lsn,
@@ -159,7 +161,8 @@ pub enum RecoveryAction {
         from_bytes: u64,
         to_bytes: u64,
     },
-    /// A tail segment holding nothing but (part of) a header was deleted.
+    /// A tail segment without a valid record, whose only damage was a torn write
+    /// (or none), was deleted.
     Removed { segment: PathBuf },
     /// A tail segment without a single valid record was renamed for inspection.
     Quarantined { segment: PathBuf, moved_to: PathBuf },
@@ -215,20 +218,22 @@ impl Scan {
         }
     }
 
-    fn only_header_or_less(&self) -> bool {
-        self.bytes <= SEGMENT_HEADER_LEN as u64
-            && self
-                .drops
-                .iter()
-                .all(|d| matches!(d.reason, DropReason::TornHeader))
+    /// Everything wrong with it looks like an interrupted write (a short header, a
+    /// frame cut off by the end of the file), not like corruption.
+    fn damage_is_only_torn_writes(&self) -> bool {
+        self.drops
+            .iter()
+            .all(|d| matches!(d.reason, DropReason::TornHeader | DropReason::Truncated))
     }
 }
 
 /// Scans one segment image. `previous` is the last LSN kept in earlier segments and
-/// is advanced past every record kept here.
+/// is advanced past every record kept here. `log_start` (at least 1) is the name of
+/// the first segment: the first LSN the log claims to hold.
 fn scan_segment(
     path: &Path,
     name_lsn: Lsn,
+    log_start: Lsn,
     data: &[u8],
     previous: &mut Option<Lsn>,
     gaps: &mut Vec<LsnGap>,
@@ -308,11 +313,12 @@ fn scan_segment(
                         );
                     }
                     _ => {
-                        if let Some(prev) = *previous
-                            && lsn != prev + 1
-                        {
+                        // Where the log says it starts stands in for the record
+                        // before the first one.
+                        let after = previous.unwrap_or(log_start - 1);
+                        if lsn > after + 1 {
                             gaps.push(LsnGap {
-                                after: prev,
+                                after,
                                 next: lsn,
                                 segment: path.to_path_buf(),
                             });
@@ -455,11 +461,13 @@ pub(crate) fn recover(config: &WalConfig) -> Result<Recovered> {
     let mut previous: Option<Lsn> = None;
     let mut lsn_gaps = Vec::new();
     let mut scans: Vec<Scan> = Vec::with_capacity(segment_files.len());
+    let log_start = segment_files.first().map_or(1, |(lsn, _)| (*lsn).max(1));
     for (name_lsn, path) in &segment_files {
         let data = fs::read(path).map_err(|e| Error::io("read segment", path, e))?;
         scans.push(scan_segment(
             path,
             *name_lsn,
+            log_start,
             &data,
             &mut previous,
             &mut lsn_gaps,
@@ -521,7 +529,8 @@ pub(crate) fn recover(config: &WalConfig) -> Result<Recovered> {
         if clean_empty && i + 1 == scans.len() && scan.name_lsn == next_lsn {
             // Left by an open (or a rollover) that no record followed; trustworthy.
             reusable = Some(scan.path.clone());
-        } else if scan.only_header_or_less() {
+        } else if scan.damage_is_only_torn_writes() {
+            // Typically a crash during rollover: nothing in it was acknowledged.
             fs::remove_file(&scan.path)
                 .map_err(|e| Error::io("remove empty tail segment", &scan.path, e))?;
             actions.push(RecoveryAction::Removed {
@@ -670,7 +679,7 @@ mod tests {
     fn scan_one(data: &[u8], previous: Option<Lsn>) -> (Scan, Vec<LsnGap>) {
         let mut previous = previous;
         let mut gaps = Vec::new();
-        let scan = scan_segment(Path::new("seg"), 1, data, &mut previous, &mut gaps).unwrap();
+        let scan = scan_segment(Path::new("seg"), 1, 1, data, &mut previous, &mut gaps).unwrap();
         (scan, gaps)
     }
 
@@ -766,7 +775,14 @@ mod tests {
         let crc = crc32fast::hash(&data[0..28]);
         data[28..32].copy_from_slice(&crc.to_le_bytes());
         let mut previous = None;
-        let result = scan_segment(Path::new("seg"), 1, &data, &mut previous, &mut Vec::new());
+        let result = scan_segment(
+            Path::new("seg"),
+            1,
+            1,
+            &data,
+            &mut previous,
+            &mut Vec::new(),
+        );
         assert!(matches!(
             result,
             Err(Error::UnsupportedVersion { found: 9, .. })

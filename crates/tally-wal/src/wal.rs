@@ -171,7 +171,7 @@ impl Wal {
                 });
             }
             let max_pending = self.shared.config.max_pending_bytes;
-            if queue.pending_bytes + frame_bytes > max_pending {
+            if queue.pending_bytes.saturating_add(frame_bytes) > max_pending {
                 return Err(Error::Backpressure {
                     pending: queue.pending_bytes,
                     limit: max_pending,
