@@ -105,3 +105,31 @@ async fn compaction_removes_residual_duplicates() {
         uuids(&generated)
     );
 }
+
+/// A bulk load into a partition whose uuid set is cached must not leave the cache
+/// stale: a historic resend of a bulk-loaded event is still a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_load_invalidates_cached_partition_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(config(dir.path())).await.unwrap();
+    let now = now_micros();
+    let old = |n: u128| {
+        let mut e = event(n, now - 200 * MICROS_PER_DAY);
+        e.received_at = now - 100 * MICROS_PER_DAY; // not in the recent index
+        e
+    };
+    let mut first = old(1);
+    first.received_at = now;
+    assert_eq!(store.apply(1, &batch(T1, vec![first])).unwrap().inserted, 1); // caches the set
+    store
+        .bulk_write(vec![batch(T1, vec![old(2)])])
+        .await
+        .unwrap();
+    let mut resend = old(2);
+    resend.received_at = now;
+    assert_eq!(
+        store.apply(2, &batch(T1, vec![resend])).unwrap().duplicates,
+        1
+    );
+    assert_eq!(store.count_events(T1).await.unwrap(), 2);
+}
