@@ -102,8 +102,17 @@ impl DedupIndex {
     }
 
     /// The loaded set of a partition, if any (marks it recently used).
+    #[cfg(test)]
     pub fn historic_set(&mut self, key: &PartitionKey) -> Option<&mut HashSet<u128>> {
         self.historic.get_mut(key)
+    }
+
+    /// Removes and returns a partition's loaded set; give it back with
+    /// [`Self::install_historic`].
+    pub fn take_historic(&mut self, key: &PartitionKey) -> Option<HashSet<u128>> {
+        let set = self.historic.pop(key)?;
+        self.historic_uuids -= set.len();
+        Some(set)
     }
 
     /// Installs a freshly loaded partition set, evicting least recently used sets
@@ -133,9 +142,7 @@ impl DedupIndex {
 
     /// Forgets a partition set, e.g. because files were added to it behind its back.
     pub fn invalidate(&mut self, key: &PartitionKey) {
-        if let Some(old) = self.historic.pop(key) {
-            self.historic_uuids -= old.len();
-        }
+        self.take_historic(key);
     }
 }
 

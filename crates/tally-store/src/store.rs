@@ -524,11 +524,15 @@ impl Inner {
             .filter(|e| is_historic(e) && !dedup.contains_recent(tenant, e.uuid.as_u128()))
             .map(|e| (tenant, granularity.partition_of(e.timestamp)))
             .collect();
+        // The sets are taken out of the LRU while this batch uses them, so that loading
+        // one cannot evict another the batch still needs.
+        let mut sets: HashMap<PartitionKey, HashSet<u128>> = HashMap::new();
         for key in needed {
-            if dedup.historic_set(&key).is_none() {
-                let set = self.load_partition_uuids(key)?;
-                dedup.install_historic(key, set);
-            }
+            let set = match dedup.take_historic(&key) {
+                Some(set) => set,
+                None => self.load_partition_uuids(key)?,
+            };
+            sets.insert(key, set);
         }
 
         let mut accepted: Vec<(PartitionStart, &Event)> = Vec::with_capacity(batch.events.len());
@@ -537,14 +541,21 @@ impl Inner {
             let uuid = event.uuid.as_u128();
             let key = (tenant, granularity.partition_of(event.timestamp));
             let duplicate = dedup.contains_recent(tenant, uuid)
-                || (is_historic(event)
-                    && dedup.historic_set(&key).is_some_and(|s| s.contains(&uuid)));
+                || (is_historic(event) && sets.get(&key).is_some_and(|s| s.contains(&uuid)));
             if duplicate {
                 continue;
             }
             evicted += dedup.insert_recent(tenant, uuid, event.received_at);
-            dedup.note_historic(&key, uuid);
+            match sets.get_mut(&key) {
+                Some(set) => {
+                    set.insert(uuid);
+                }
+                None => dedup.note_historic(&key, uuid),
+            }
             accepted.push((key.1, event));
+        }
+        for (key, set) in sets {
+            dedup.install_historic(key, set);
         }
         if evicted > 0 {
             tracing::warn!(

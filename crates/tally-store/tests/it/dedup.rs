@@ -133,3 +133,37 @@ async fn bulk_load_invalidates_cached_partition_sets() {
     );
     assert_eq!(store.count_events(T1).await.unwrap(), 2);
 }
+
+/// A batch whose historic events span more partitions than the uuid budget holds
+/// still dedups against every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn historic_dedup_holds_when_one_batch_exceeds_the_cache_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.dedup_max_historic = 1;
+    let now = now_micros();
+    let import = |received_at: i64| -> Vec<tally_core::Event> {
+        (0..12u128)
+            .map(|n| {
+                // One event per month, a year back.
+                let mut e = event(n, now - (40 + 31 * n as i64) * MICROS_PER_DAY);
+                e.received_at = received_at;
+                e
+            })
+            .collect()
+    };
+    {
+        let store = EmbeddedStore::open(cfg.clone()).await.unwrap();
+        store
+            .apply(1, &batch(T1, import(now - 5 * MICROS_PER_DAY)))
+            .unwrap();
+        store.flush().await.unwrap();
+    }
+    let store = EmbeddedStore::open(cfg).await.unwrap();
+    let o = store.apply(2, &batch(T1, import(now))).unwrap();
+    assert_eq!((o.inserted, o.duplicates), (0, 12));
+    assert!(
+        store.stats().historic_dedup_uuids <= 1,
+        "the budget holds after the batch"
+    );
+}
