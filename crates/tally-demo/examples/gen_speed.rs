@@ -1,11 +1,19 @@
 //! One-off measurement of generation speed and event size.
 //!
 //! `cargo run -p tally-demo --example gen_speed -- [EVENTS] [TENANTS] [THREADS]`
+//! (env `CHUNK`, default 10000; `SHOW_EXAMPLES=1` prints one event of each name).
 //!
 //! Generates EVENTS events over TENANTS default tenants (tenant-per-thread across
 //! THREADS threads, largest tenant first), drops them, and prints throughput plus the
-//! mean serialised size and property count of a sample. Also prints one example of
-//! each event name when `SHOW_EXAMPLES=1`.
+//! mean serialised size and property count of a sample.
+//!
+//! Measured once (release, 2-core shared box under load, glibc malloc, 1 tenant):
+//! ~150k events/s per core with CHUNK=10000, ~295k with CHUNK=1000, ~290k with
+//! CHUNK=100. The same code with mimalloc as the global allocator: ~330k / ~700k /
+//! ~850k. A profile shows ~75 % of the glibc run in malloc/free and cloning the
+//! session's property map, so the allocator of the final binary and the chunk size
+//! matter far more than the simulation. Planning costs ~0.06 s per million events;
+//! peak RSS was 15 MB for 1M events and 20 MB for 4M.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -29,6 +37,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(1)
         .max(1);
     let show = std::env::var("SHOW_EXAMPLES").is_ok_and(|v| v == "1");
+    let chunk: usize = std::env::var("CHUNK")
+        .ok()
+        .map(|c| c.parse())
+        .transpose()?
+        .unwrap_or(10_000);
     let cfg = DemoConfig::ending_now(events, tenants, 42);
 
     let started = Instant::now();
@@ -53,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let Some(plan) = plans.get(i) else { break };
                     let (mut count, mut sampled, mut bytes, mut props) = (0u64, 0u64, 0u64, 0u64);
                     let mut examples = BTreeMap::new();
-                    for batch in plan.events_iter(TenantId(i as u32 + 1), 10_000).unwrap() {
+                    for batch in plan.events_iter(TenantId(i as u32 + 1), chunk).unwrap() {
                         for (j, e) in batch.events.iter().enumerate() {
                             if (count + j as u64).is_multiple_of(97) {
                                 sampled += 1;

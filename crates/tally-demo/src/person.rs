@@ -338,9 +338,9 @@ impl Person {
         if rng.random::<f64>() < signup_rate {
             let signup = if rng.random::<f64>() < 0.6 {
                 // Right away, a few minutes into the first visit.
-                arrival + (log_normal(&mut rng, 3.0, 0.8) * MINUTE as f64) as i64
+                arrival.saturating_add((log_normal(&mut rng, 3.0, 0.8) * MINUTE as f64) as i64)
             } else {
-                arrival + micros(log_normal(&mut rng, 1.5, 1.0)).max(HOUR)
+                arrival.saturating_add(micros(log_normal(&mut rng, 1.5, 1.0)).max(HOUR))
             };
             funnel[0] = signup;
             let activation_rate =
@@ -688,7 +688,8 @@ impl Person {
                 return NEVER;
             }
             self.revisited = true;
-            let at = after + (log_normal(&mut self.rng, 5.0, 1.0) * HOUR as f64) as i64;
+            let at =
+                after.saturating_add((log_normal(&mut self.rng, 5.0, 1.0) * HOUR as f64) as i64);
             return if at < self.churn_at {
                 at.max(after + 20 * MINUTE)
             } else {
