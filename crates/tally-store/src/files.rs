@@ -7,7 +7,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::SchemaRef;
@@ -366,13 +365,6 @@ pub(crate) fn read_uuids(path: &Path, mut each: impl FnMut(u128, i64)) -> Result
         }
     }
     Ok(())
-}
-
-/// Convenience for tests and tools: the schema Arrow sees in a file.
-pub fn file_schema(path: &Path) -> Result<SchemaRef> {
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
-    Ok(Arc::clone(builder.schema()))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ mod crash_tests;
 mod dedup;
 pub mod error;
 mod files;
-pub mod manifest;
+mod manifest;
 mod query;
 pub mod schema;
 mod store;
@@ -40,8 +40,7 @@ pub use background::BackgroundHandle;
 pub use compaction::CompactionReport;
 pub use config::{Codec, PartitionGranularity, PartitionStart, StoreConfig};
 pub use error::{Error, Result};
-pub use files::file_schema;
-pub use manifest::FileMeta;
+pub use manifest::{FileMeta, Manifest};
 pub use query::{EVENTS_TABLE, EventsTable};
 pub use schema::{KeyStats, PropertyCatalog, PropertyType, parse_property_column, property_column};
 pub use store::{
