@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tally_core::{Event, EventBatch, EventSink, SinkError, event::names};
+use tally_core::{Event, EventBatch, EventSink, SinkError};
 use tally_meta::PersonStore;
 use tally_store::EmbeddedStore;
 use tally_wal::{Wal, WalConfig};
@@ -350,15 +350,8 @@ impl Inner {
 
 /// The events of a batch that change persons or groups, if any.
 fn identity_effects(batch: &EventBatch) -> Option<EventBatch> {
-    let events: Vec<Event> = batch.events.iter().filter(|e| has_identity_effect(e)).cloned().collect();
+    let events: Vec<Event> = batch.events.iter().filter(|e| tally_meta::has_identity_effects(e)).cloned().collect();
     (!events.is_empty()).then(|| EventBatch { tenant: batch.tenant, events })
-}
-
-fn has_identity_effect(e: &Event) -> bool {
-    !e.person_set.is_empty()
-        || !e.person_set_once.is_empty()
-        || e.properties.contains_key("$unset")
-        || matches!(e.event.as_str(), names::IDENTIFY | names::CREATE_ALIAS | names::GROUP_IDENTIFY)
 }
 
 fn sink_error_from_wal(e: tally_wal::Error) -> SinkError {

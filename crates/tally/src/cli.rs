@@ -34,8 +34,12 @@ pub struct GlobalArgs {
     pub log_format: LogFormat,
 
     /// Log filter in `tracing` env-filter syntax, e.g. `info,tally_store=debug`.
-    #[arg(long, env = "TALLY_LOG", default_value = "info", global = true)]
-    pub log: String,
+    /// Default: `info` for `serve`, `warn` for the other commands.
+    #[arg(long, env = "TALLY_LOG", global = true)]
+    pub log: Option<String>,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,6 +63,30 @@ pub enum Command {
     Import(ImportArgs),
     /// Create demo tenants with realistic generated behaviour (the server must be stopped).
     Demo(DemoArgs),
+    /// Write a tenant's stored events, a person or its groups to stdout as JSON (the
+    /// server must be stopped).
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Every stored event of the tenant, one JSON object per line, oldest first.
+    Events {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// The person a distinct id belongs to, with its properties and all its distinct ids.
+    Person {
+        #[arg(long)]
+        tenant: String,
+        distinct_id: String,
+    },
+    /// The tenant's groups with their properties, as a JSON array.
+    Groups {
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -87,8 +115,6 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
 
-    #[command(flatten)]
-    pub storage: StorageArgs,
 }
 
 /// Ingest validation limits. Each one answers with a 4xx naming the limit when exceeded.
@@ -130,20 +156,23 @@ pub struct LimitArgs {
 #[derive(Debug, Args)]
 pub struct StorageArgs {
     /// Size at which a write-ahead-log segment is closed and a new one started, in bytes.
-    #[arg(long, env = "TALLY_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, global = true, env = "TALLY_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub wal_segment_bytes: u64,
     /// Bytes waiting for fsync beyond which ingest answers 503 + Retry-After.
-    #[arg(long, env = "TALLY_WAL_MAX_PENDING_BYTES", default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, global = true, env = "TALLY_WAL_MAX_PENDING_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub wal_max_pending_bytes: usize,
     /// In-memory (not yet flushed to Parquet) bytes beyond which ingest answers 503 + Retry-After.
-    #[arg(long, env = "TALLY_MAX_BUFFER_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    #[arg(long, global = true, env = "TALLY_MAX_BUFFER_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub max_buffer_bytes: usize,
-    /// How often the in-memory buffer is flushed to Parquet, in seconds.
-    #[arg(long, env = "TALLY_FLUSH_INTERVAL_SECS", default_value_t = 10)]
-    pub flush_interval_secs: u64,
-    /// How often background compaction looks for work, in seconds.
-    #[arg(long, env = "TALLY_COMPACTION_INTERVAL_SECS", default_value_t = 30)]
-    pub compaction_interval_secs: u64,
+    /// How often the in-memory buffer is flushed to Parquet, in milliseconds.
+    #[arg(long, global = true, env = "TALLY_FLUSH_INTERVAL_MS", default_value_t = 10_000)]
+    pub flush_interval_ms: u64,
+    /// How often background compaction looks for work, in milliseconds.
+    #[arg(long, global = true, env = "TALLY_COMPACTION_INTERVAL_MS", default_value_t = 30_000)]
+    pub compaction_interval_ms: u64,
+    /// Number of small (level-0) files in a partition that triggers its compaction.
+    #[arg(long, global = true, env = "TALLY_COMPACTION_MIN_FILES", default_value_t = 8)]
+    pub compaction_min_files: usize,
 }
 
 #[derive(Debug, Subcommand)]

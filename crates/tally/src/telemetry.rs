@@ -8,8 +8,9 @@ use crate::cli::{GlobalArgs, LogFormat};
 
 /// Installs the global `tracing` subscriber: human-readable to stderr by default,
 /// one JSON object per line with `--log-format json`.
-pub fn init_logging(args: &GlobalArgs) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&args.log).with_context(|| format!("invalid --log filter {:?}", args.log))?;
+pub fn init_logging(args: &GlobalArgs, default_filter: &str) -> anyhow::Result<()> {
+    let wanted = args.log.as_deref().unwrap_or(default_filter);
+    let filter = EnvFilter::try_new(wanted).with_context(|| format!("invalid --log filter {wanted:?}"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Human => builder.init(),
