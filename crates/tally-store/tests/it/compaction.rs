@@ -1,6 +1,5 @@
 use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
 use datafusion::prelude::SessionContext;
-use tally_core::time::now_micros;
 use tally_store::{EmbeddedStore, PartitionGranularity};
 
 use crate::*;
@@ -37,7 +36,7 @@ async fn file_rows(path: &std::path::Path) -> Vec<(String, i64)> {
 async fn compaction_sorts_dedups_levels_up_and_keeps_counts() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(config(dir.path())).await.unwrap();
-    let now = now_micros();
+    let now = anchor();
     // Several flushes of interleaved people into one partition.
     let mut all = Vec::new();
     for round in 0..4u128 {
@@ -239,4 +238,35 @@ async fn readers_never_see_events_vanish_or_double_during_flush_and_compaction()
     }
     writer.await.unwrap();
     assert_eq!(store.count_events(T1).await.unwrap(), 1200);
+}
+
+/// A partition that cannot be compacted (here: a damaged file) is reported and
+/// skipped; other partitions are still compacted and nothing is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_partition_does_not_block_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(config(dir.path())).await.unwrap();
+    for lsn in 1..=2u64 {
+        let n = lsn as u128 * 100;
+        store.apply(lsn * 2, &batch(T1, events(n..n + 10))).unwrap();
+        store
+            .apply(lsn * 2 + 1, &batch(T2, events(n..n + 10)))
+            .unwrap();
+        store.flush().await.unwrap();
+    }
+    let t1_files = store.files(T1);
+    let victim = dir
+        .path()
+        .join(t1_files[0].relative_path(PartitionGranularity::Month));
+    std::fs::write(&victim, b"not parquet").unwrap();
+    let report = store.compact_once().await.unwrap();
+    assert_eq!(report.failed_partitions, 1);
+    assert_eq!(report.partitions, 1);
+    assert_eq!(
+        store.files(T1),
+        t1_files,
+        "the failed partition is untouched"
+    );
+    assert_eq!(store.files(T2).len(), 1);
+    assert_eq!(store.count_events(T2).await.unwrap(), 20);
 }

@@ -51,9 +51,18 @@ pub fn event(n: u128, timestamp: i64) -> Event {
     }
 }
 
-/// Events `range` timestamped over the last few days.
-pub fn events(range: std::ops::Range<u128>) -> Vec<Event> {
+/// A recent time at least three days after the start of the current month, so that
+/// events spread over the two days before it share one month partition whatever the
+/// date the tests run on (it may lie up to three days in the future).
+pub fn anchor() -> i64 {
     let now = now_micros();
+    let month_start = tally_store::PartitionGranularity::Month.partition_of(now).0;
+    now.max(month_start + 3 * MICROS_PER_DAY)
+}
+
+/// Events `range` timestamped over two days before [`anchor`].
+pub fn events(range: std::ops::Range<u128>) -> Vec<Event> {
+    let now = anchor();
     range
         .map(|n| event(n, now - (n as i64 % 5) * MICROS_PER_DAY / 2 - n as i64))
         .collect()
