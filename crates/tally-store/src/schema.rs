@@ -158,7 +158,48 @@ pub struct KeyStats {
     pub other: u64,
 }
 
+/// Numbers of values of one key by type class: string, number, boolean, other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct TypeCounts(pub [u64; 4]);
+
+impl TypeCounts {
+    pub fn of(value: &serde_json::Value) -> Self {
+        let mut c = TypeCounts::default();
+        c.add(value);
+        c
+    }
+
+    pub fn add(&mut self, value: &serde_json::Value) {
+        let slot = PropertyType::of(value).map_or(3, |t| t as usize);
+        self.0[slot] += 1;
+    }
+}
+
+/// Counts the property types of events per key (the parallel half of a bulk load's
+/// catalog update).
+pub(crate) fn count_properties(events: &[Event]) -> HashMap<&str, TypeCounts> {
+    let mut counts: HashMap<&str, TypeCounts> = HashMap::new();
+    for e in events {
+        for (key, value) in &e.properties {
+            counts.entry(key.as_str()).or_default().add(value);
+        }
+    }
+    counts
+}
+
 impl KeyStats {
+    /// Adds counts; returns whether a type class was seen for the first time.
+    fn add(&mut self, c: &TypeCounts) -> bool {
+        let new_type = PropertyType::ALL
+            .into_iter()
+            .any(|t| self.count(t) == 0 && c.0[t as usize] > 0);
+        self.string += c.0[0];
+        self.number += c.0[1];
+        self.boolean += c.0[2];
+        self.other += c.0[3];
+        new_type
+    }
+
     pub fn count(&self, ty: PropertyType) -> u64 {
         match ty {
             PropertyType::Str => self.string,
@@ -181,32 +222,36 @@ impl PropertyCatalog {
     pub fn observe(&mut self, properties: &Properties, max_materialized: usize) -> bool {
         let mut changed = false;
         for (key, value) in properties {
-            if !self.keys.contains_key(key) {
-                changed = true;
-                let materialized = self.materialized_count() < max_materialized;
-                self.keys.insert(
-                    key.clone(),
-                    KeyStats {
-                        materialized,
-                        ..KeyStats::default()
-                    },
-                );
-            }
-            let Some(stats) = self.keys.get_mut(key) else {
-                continue;
-            };
-            let ty = PropertyType::of(value);
-            if ty.is_some_and(|t| stats.count(t) == 0) {
-                changed = true;
-            }
-            match ty {
-                Some(PropertyType::Str) => stats.string += 1,
-                Some(PropertyType::Num) => stats.number += 1,
-                Some(PropertyType::Bool) => stats.boolean += 1,
-                None => stats.other += 1,
-            }
+            changed |= self.record(key, &TypeCounts::of(value), max_materialized);
         }
         changed
+    }
+
+    /// Records pre-aggregated counts (bulk loads count in parallel, then merge here).
+    /// New keys are decided in the order given.
+    pub(crate) fn observe_counts<'a>(
+        &mut self,
+        counts: impl IntoIterator<Item = (&'a str, TypeCounts)>,
+        max_materialized: usize,
+    ) -> bool {
+        let mut changed = false;
+        for (key, c) in counts {
+            changed |= self.record(key, &c, max_materialized);
+        }
+        changed
+    }
+
+    fn record(&mut self, key: &str, counts: &TypeCounts, max_materialized: usize) -> bool {
+        if let Some(stats) = self.keys.get_mut(key) {
+            return stats.add(counts);
+        }
+        let mut stats = KeyStats {
+            materialized: self.materialized_count() < max_materialized,
+            ..KeyStats::default()
+        };
+        stats.add(counts);
+        self.keys.insert(key.to_owned(), stats);
+        true
     }
 
     pub fn materialized_count(&self) -> usize {

@@ -34,8 +34,8 @@ use crate::manifest::{
 };
 use crate::query::{EventsTable, TenantSnapshot, session_with};
 use crate::schema::{
-    PropertyCatalog, adapt_batch, batch_to_events, events_schema, parse_property_column,
-    property_columns_of, sort_batch,
+    PropertyCatalog, TypeCounts, adapt_batch, batch_to_events, count_properties, events_schema,
+    parse_property_column, property_columns_of, sort_batch,
 };
 
 /// What `apply` did with a batch.
@@ -902,17 +902,29 @@ impl Inner {
                 }
             }
         }
+        // Count property types per group on every core, then merge per tenant (new
+        // keys in name order, so materialisation decisions are deterministic).
+        let group_list: Vec<(&PartitionKey, &Vec<Event>)> = groups.iter().collect();
+        let counted = parallel_map(group_list, |(key, events)| {
+            (key.0, count_properties(events))
+        });
+        let mut per_tenant: BTreeMap<TenantId, BTreeMap<&str, TypeCounts>> = BTreeMap::new();
+        for (tenant, counts) in counted {
+            let merged = per_tenant.entry(tenant).or_default();
+            for (key, c) in counts {
+                let slot = merged.entry(key).or_default();
+                for i in 0..4 {
+                    slot.0[i] += c.0[i];
+                }
+            }
+        }
         let catalogs: HashMap<TenantId, PropertyCatalog> = {
             let mut guard = self.state.write();
             let state = &mut *guard;
-            for ((tenant, _), events) in &groups {
-                let catalog = state.catalogs.entry(*tenant).or_default();
-                let mut changed = false;
-                for e in events {
-                    changed |= catalog.observe(&e.properties, self.config.max_materialized_keys);
-                }
-                if changed {
-                    state.catalogs_dirty.insert(*tenant);
+            for (tenant, counts) in per_tenant {
+                let catalog = state.catalogs.entry(tenant).or_default();
+                if catalog.observe_counts(counts, self.config.max_materialized_keys) {
+                    state.catalogs_dirty.insert(tenant);
                 }
             }
             groups
@@ -932,32 +944,10 @@ impl Inner {
         let keys: Vec<PartitionKey> = groups.keys().copied().collect();
 
         // One worker per core, each writing whole partitions.
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(groups.len())
-            .max(1);
-        let mut shares: Vec<Vec<(PartitionKey, Vec<Event>)>> =
-            (0..workers).map(|_| Vec::new()).collect();
-        for (i, group) in groups.into_iter().enumerate() {
-            shares[i % workers].push(group);
-        }
-        let results: Vec<Result<Vec<FileMeta>>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = shares
-                .into_iter()
-                .map(|share| {
-                    let catalogs = &catalogs;
-                    scope.spawn(move || self.write_bulk_share(share, catalogs))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::TaskFailed("bulk writer panicked".into())))
-                })
-                .collect()
-        });
+        let results: Vec<Result<Vec<FileMeta>>> = parallel_map(
+            groups.into_iter().collect(),
+            |group: (PartitionKey, Vec<Event>)| self.write_bulk_share(vec![group], &catalogs),
+        );
         let mut written = Vec::new();
         let mut failure = None;
         for r in results {
@@ -1056,6 +1046,45 @@ impl Inner {
         }
         Ok(written)
     }
+}
+
+/// Maps `items` on one scoped thread per core (at most one per item), preserving
+/// order. For CPU-bound bulk work: the runtime's threads are not involved.
+fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len());
+    if workers <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let queue = Mutex::new(items.into_iter().enumerate());
+    let f = &f;
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let queue = &queue;
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let next = queue.lock().next();
+                        let Some((i, item)) = next else { break };
+                        out.push((i, f(item)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Deletes every data or temporary file under the store that the manifest does not
