@@ -44,7 +44,7 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
                         "event": if i % 7 == 0 { "signed_up" } else { "$pageview" },
                         "distinct_id": format!("user-{}", (b * BATCH + i) % 5000),
                         "timestamp": format!("2026-11-{:02}T10:00:00Z", 1 + (b % 20)),
-                        "properties": { "batch": b, "i": i, "plan": ["free", "pro"][i % 2] },
+                        "properties": { "batch": b, "i": i, "plan": if i % 2 == 0 { "free" } else { "pro" } },
                     })
                 })
                 .collect();
@@ -69,6 +69,7 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
                 for _ in 0..4 {
                     let (http, next, bodies) = (http.clone(), next.clone(), bodies.clone());
                     let (acked_batches, acked, key) = (acked_batches.clone(), acked.clone(), write_key.clone());
+                    let url = url.clone();
                     workers.push(tokio::spawn(async move {
                         loop {
                             let b = next.fetch_add(1, Ordering::SeqCst);
