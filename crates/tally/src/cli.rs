@@ -114,7 +114,6 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
-
 }
 
 /// Ingest validation limits. Each one answers with a 4xx naming the limit when exceeded.
@@ -165,13 +164,28 @@ pub struct StorageArgs {
     #[arg(long, global = true, env = "TALLY_MAX_BUFFER_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
     pub max_buffer_bytes: usize,
     /// How often the in-memory buffer is flushed to Parquet, in milliseconds.
-    #[arg(long, global = true, env = "TALLY_FLUSH_INTERVAL_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_FLUSH_INTERVAL_MS",
+        default_value_t = 10_000
+    )]
     pub flush_interval_ms: u64,
     /// How often background compaction looks for work, in milliseconds.
-    #[arg(long, global = true, env = "TALLY_COMPACTION_INTERVAL_MS", default_value_t = 30_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_COMPACTION_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
     pub compaction_interval_ms: u64,
     /// Number of small (level-0) files in a partition that triggers its compaction.
-    #[arg(long, global = true, env = "TALLY_COMPACTION_MIN_FILES", default_value_t = 8)]
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_COMPACTION_MIN_FILES",
+        default_value_t = 8
+    )]
     pub compaction_min_files: usize,
 }
 

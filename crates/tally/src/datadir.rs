@@ -14,8 +14,11 @@ pub struct DataDir {
 
 impl DataDir {
     pub fn new(root: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(root).with_context(|| format!("creating data directory {}", root.display()))?;
-        Ok(DataDir { root: root.to_path_buf() })
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating data directory {}", root.display()))?;
+        Ok(DataDir {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn wal(&self) -> PathBuf {
@@ -47,7 +50,9 @@ impl DataDir {
                 "the data directory {} is in use by another Tally process (is `tally serve` running?)",
                 self.root.display()
             ),
-            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
         }
     }
 }

@@ -54,11 +54,16 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"tenants": reports, "events": total, "seconds": seconds}))?
+            serde_json::to_string_pretty(
+                &json!({"tenants": reports, "events": total, "seconds": seconds})
+            )?
         );
     } else {
         print_reports(&reports);
-        println!("\n{total} events in {seconds:.1} s ({:.0} events/s)", total as f64 / seconds.max(1e-9));
+        println!(
+            "\n{total} events in {seconds:.1} s ({:.0} events/s)",
+            total as f64 / seconds.max(1e-9)
+        );
     }
     engine.pipeline.shutdown(Vec::new()).await?;
     Ok(())
@@ -81,12 +86,18 @@ pub async fn ensure_demo(engine: &Engine, events: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     let reports = generate(engine, &config, true).await?;
     print_reports(&reports);
-    tracing::info!(seconds = started.elapsed().as_secs_f64(), "Demo data ready.");
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "Demo data ready."
+    );
     Ok(())
 }
 
 fn print_reports(reports: &[DemoTenantReport]) {
-    println!("{:<6} {:<20} {:>12} {:>10}  {:<42} SECRET KEY", "ID", "TENANT", "EVENTS", "PERSONS", "WRITE KEY");
+    println!(
+        "{:<6} {:<20} {:>12} {:>10}  {:<42} SECRET KEY",
+        "ID", "TENANT", "EVENTS", "PERSONS", "WRITE KEY"
+    );
     for r in reports {
         println!(
             "{:<6} {:<20} {:>12} {:>10}  {:<42} {}",
@@ -100,7 +111,11 @@ fn print_reports(reports: &[DemoTenantReport]) {
     }
 }
 
-async fn generate(engine: &Engine, config: &DemoConfig, show_progress: bool) -> anyhow::Result<Vec<DemoTenantReport>> {
+async fn generate(
+    engine: &Engine,
+    config: &DemoConfig,
+    show_progress: bool,
+) -> anyhow::Result<Vec<DemoTenantReport>> {
     let mut reports = Vec::new();
     for (index, demo_tenant) in config.tenants.iter().enumerate() {
         let created = engine
@@ -111,7 +126,14 @@ async fn generate(engine: &Engine, config: &DemoConfig, show_progress: bool) -> 
         let tenant = created.tenant.id;
         engine
             .meta
-            .set_tenant_attributes(tenant, &[("plan".into(), demo_tenant.plan.clone()), ("demo".into(), "true".into())], &[])
+            .set_tenant_attributes(
+                tenant,
+                &[
+                    ("plan".into(), demo_tenant.plan.clone()),
+                    ("demo".into(), "true".into()),
+                ],
+                &[],
+            )
             .await?;
         let plan = {
             let config = config.clone();
@@ -133,7 +155,12 @@ async fn generate(engine: &Engine, config: &DemoConfig, show_progress: bool) -> 
 /// Streams one tenant's generated events into the store and the person store. The
 /// generator runs on its own thread, a bounded channel ahead of the writer, so
 /// generation and Parquet encoding overlap on the two cores.
-async fn load_tenant(engine: &Engine, plan: &TenantPlan, tenant: TenantId, show_progress: bool) -> anyhow::Result<u64> {
+async fn load_tenant(
+    engine: &Engine,
+    plan: &TenantPlan,
+    tenant: TenantId,
+    show_progress: bool,
+) -> anyhow::Result<u64> {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<EventBatch>(64);
     let generator = {
         let plan = plan.clone();
@@ -149,8 +176,10 @@ async fn load_tenant(engine: &Engine, plan: &TenantPlan, tenant: TenantId, show_
     let progress = if show_progress {
         let bar = indicatif::ProgressBar::new(plan.events());
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:<12} [{bar:30}] {pos}/{len} events ({per_sec}, {eta} left)")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{msg:<12} [{bar:30}] {pos}/{len} events ({per_sec}, {eta} left)",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         bar.set_message(plan.tenant().name.clone());
         bar
@@ -164,7 +193,13 @@ async fn load_tenant(engine: &Engine, plan: &TenantPlan, tenant: TenantId, show_
     let mut effects: Vec<tally_core::Event> = Vec::new();
     let mut written = 0u64;
     while let Some(batch) = rx.recv().await {
-        effects.extend(batch.events.iter().filter(|e| tally_meta::has_identity_effects(e)).cloned());
+        effects.extend(
+            batch
+                .events
+                .iter()
+                .filter(|e| tally_meta::has_identity_effects(e))
+                .cloned(),
+        );
         pending_events += batch.events.len();
         pending.push(batch);
         if pending_events >= EVENTS_PER_WRITE {
@@ -173,12 +208,22 @@ async fn load_tenant(engine: &Engine, plan: &TenantPlan, tenant: TenantId, show_
             progress.set_position(written);
         }
         if effects.len() >= EFFECTS_PER_APPLY {
-            persons.apply_unlogged(&[EventBatch { tenant, events: std::mem::take(&mut effects) }]).await?;
+            persons
+                .apply_unlogged(&[EventBatch {
+                    tenant,
+                    events: std::mem::take(&mut effects),
+                }])
+                .await?;
         }
     }
     written += write(engine, pending).await?;
     if !effects.is_empty() {
-        persons.apply_unlogged(&[EventBatch { tenant, events: effects }]).await?;
+        persons
+            .apply_unlogged(&[EventBatch {
+                tenant,
+                events: effects,
+            }])
+            .await?;
     }
     progress.finish_and_clear();
     generator
@@ -192,6 +237,10 @@ async fn write(engine: &Engine, batches: Vec<EventBatch>) -> anyhow::Result<u64>
     if batches.is_empty() {
         return Ok(0);
     }
-    let report = engine.store.bulk_write(batches).await.context("writing demo events")?;
+    let report = engine
+        .store
+        .bulk_write(batches)
+        .await
+        .context("writing demo events")?;
     Ok(report.rows)
 }

@@ -23,16 +23,27 @@ pub async fn run(global: &GlobalArgs, command: ExportCommand) -> anyhow::Result<
     match command {
         ExportCommand::Events { tenant } => {
             let t = crate::tenant::find(&engine.meta, &tenant).await?;
-            let mut events = engine.store.scan_events(t.id).await.context("reading events")?;
+            let mut events = engine
+                .store
+                .scan_events(t.id)
+                .await
+                .context("reading events")?;
             events.sort_by(|a, b| (a.timestamp, a.uuid).cmp(&(b.timestamp, b.uuid)));
             for e in &events {
                 serde_json::to_writer(&mut out, &event_json(e))?;
                 out.write_all(b"\n")?;
             }
         }
-        ExportCommand::Person { tenant, distinct_id } => {
+        ExportCommand::Person {
+            tenant,
+            distinct_id,
+        } => {
             let t = crate::tenant::find(&engine.meta, &tenant).await?;
-            let Some(person) = engine.meta.person_for_distinct_id(t.id, &distinct_id).await? else {
+            let Some(person) = engine
+                .meta
+                .person_for_distinct_id(t.id, &distinct_id)
+                .await?
+            else {
                 anyhow::bail!("no person has the distinct id {distinct_id:?} in tenant {tenant:?}");
             };
             serde_json::to_writer_pretty(&mut out, &person)?;
@@ -44,7 +55,15 @@ pub async fn run(global: &GlobalArgs, command: ExportCommand) -> anyhow::Result<
             for group_type in engine.meta.group_types(t.id).await? {
                 let mut after: Option<String> = None;
                 loop {
-                    let page = engine.meta.groups(t.id, &group_type, after.as_deref(), tally_meta::MAX_PAGE_SIZE).await?;
+                    let page = engine
+                        .meta
+                        .groups(
+                            t.id,
+                            &group_type,
+                            after.as_deref(),
+                            tally_meta::MAX_PAGE_SIZE,
+                        )
+                        .await?;
                     let Some(last) = page.last() else { break };
                     after = Some(last.key.clone());
                     all.extend(page);

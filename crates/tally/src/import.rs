@@ -77,7 +77,9 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<()> {
         tenant: tenant.id,
         write_key: tenant.write_key.clone(),
         endpoint: format!("{}/v1/events/batch", args.url.trim_end_matches('/')),
-        http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()?,
         batch_size: args.batch_size,
         ingest_config,
         enricher,
@@ -118,15 +120,25 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> anyhow::Result<()> {
             eprintln!("{line}");
         }
         if importer.bad_count as usize > importer.bad.len() {
-            eprintln!("... and {} more", importer.bad_count as usize - importer.bad.len());
+            eprintln!(
+                "... and {} more",
+                importer.bad_count as usize - importer.bad.len()
+            );
         }
-        bail!("{} events could not be imported (listed above); the others were", importer.bad_count);
+        bail!(
+            "{} events could not be imported (listed above); the others were",
+            importer.bad_count
+        );
     }
     Ok(())
 }
 
 fn guess_format(path: &Path) -> anyhow::Result<ImportFormat> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_ascii_lowercase();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     Ok(if name.ends_with(".parquet") {
         ImportFormat::Parquet
@@ -135,15 +147,24 @@ fn guess_format(path: &Path) -> anyhow::Result<ImportFormat> {
     } else if name.ends_with(".ndjson") || name.ends_with(".jsonl") || name.ends_with(".json") {
         ImportFormat::Ndjson
     } else {
-        bail!("cannot tell the format of {} from its name; pass --format", path.display())
+        bail!(
+            "cannot tell the format of {} from its name; pass --format",
+            path.display()
+        )
     })
 }
 
 /// Opens a file, decompressing it when its name ends in `.gz`.
 fn open_maybe_gzip(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    Ok(if gz { Box::new(flate2::read::MultiGzDecoder::new(file)) } else { Box::new(file) })
+    let gz = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    Ok(if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    })
 }
 
 impl Importer {
@@ -155,20 +176,36 @@ impl Importer {
     }
 
     /// Normalises one object (PostHog, Segment or native shape) and queues it.
-    async fn push_object(&mut self, origin: String, mut object: Map<String, Value>, content_key: &str) -> anyhow::Result<()> {
-        let has_key = ["uuid", "messageId", "message_id"].iter().any(|k| object.get(*k).is_some_and(|v| !v.is_null()))
-            || object.get("properties").and_then(|p| p.get("$insert_id")).is_some_and(|v| !v.is_null());
+    async fn push_object(
+        &mut self,
+        origin: String,
+        mut object: Map<String, Value>,
+        content_key: &str,
+    ) -> anyhow::Result<()> {
+        let has_key = ["uuid", "messageId", "message_id"]
+            .iter()
+            .any(|k| object.get(*k).is_some_and(|v| !v.is_null()))
+            || object
+                .get("properties")
+                .and_then(|p| p.get("$insert_id"))
+                .is_some_and(|v| !v.is_null());
         if !has_key {
             let derived = uuid_from_dedup_key(self.tenant, &format!("import:{content_key}"));
             object.insert("uuid".into(), json!(derived.to_string()));
-            if object.contains_key("type") || object.contains_key("userId") || object.contains_key("anonymousId") {
+            if object.contains_key("type")
+                || object.contains_key("userId")
+                || object.contains_key("anonymousId")
+            {
                 object.insert("messageId".into(), json!(derived.to_string()));
             }
         }
         let ctx = RequestContext::detached(&self.ingest_config, &self.enricher);
         match normalize_json_event(self.tenant, Value::Object(object), &ctx) {
             Ok(event) => {
-                self.pending.push(Pending { origin, event: native_json(&event) });
+                self.pending.push(Pending {
+                    origin,
+                    event: native_json(&event),
+                });
                 if self.pending.len() >= self.batch_size {
                     self.flush().await?;
                 }
@@ -196,7 +233,10 @@ impl Importer {
             }
             match serde_json::from_str::<Value>(&line) {
                 Ok(Value::Object(object)) => self.push_object(origin, object, &line).await?,
-                Ok(other) => self.report_bad(&origin, format!("expected a JSON object, got {}", json_kind(&other))),
+                Ok(other) => self.report_bad(
+                    &origin,
+                    format!("expected a JSON object, got {}", json_kind(&other)),
+                ),
                 Err(e) => self.report_bad(&origin, format!("invalid JSON: {e}")),
             }
         }
@@ -204,7 +244,9 @@ impl Importer {
     }
 
     async fn import_csv(&mut self, path: &Path, args: &ImportArgs) -> anyhow::Result<()> {
-        let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(open_maybe_gzip(path)?);
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(false)
+            .from_reader(open_maybe_gzip(path)?);
         let headers = reader.headers().context("reading the CSV header")?.clone();
         let columns = TableColumns::find(headers.iter(), args)?;
         let name = path.display().to_string();
@@ -223,11 +265,18 @@ impl Importer {
                     continue;
                 }
             }
-            let origin = format!("{name}: line {}", record.position().map(|p| p.line()).unwrap_or(line));
-            let values = record.iter().map(|field| csv_value(field)).collect::<Vec<_>>();
+            let origin = format!(
+                "{name}: line {}",
+                record.position().map(|p| p.line()).unwrap_or(line)
+            );
+            let values = record
+                .iter()
+                .map(|field| csv_value(field))
+                .collect::<Vec<_>>();
             let content: Vec<&str> = record.iter().collect();
             let object = columns.to_object(headers.iter(), values);
-            self.push_object(origin, object, &content.join("\u{1f}")).await?;
+            self.push_object(origin, object, &content.join("\u{1f}"))
+                .await?;
         }
         Ok(())
     }
@@ -239,17 +288,25 @@ impl Importer {
         let schema = builder.schema().clone();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let columns = TableColumns::find(names.iter().copied(), args)?;
-        let reader = builder.with_batch_size(8192).build().context("reading Parquet")?;
+        let reader = builder
+            .with_batch_size(8192)
+            .build()
+            .context("reading Parquet")?;
         let name = path.display().to_string();
         let mut row_number = 0usize;
         for batch in reader {
             let batch = batch.context("reading a Parquet row group")?;
             for row in 0..batch.num_rows() {
                 row_number += 1;
-                let values: Vec<Value> = batch.columns().iter().map(|c| arrow_value(c.as_ref(), row)).collect();
+                let values: Vec<Value> = batch
+                    .columns()
+                    .iter()
+                    .map(|c| arrow_value(c.as_ref(), row))
+                    .collect();
                 let content = serde_json::to_string(&values)?;
                 let object = columns.to_object(names.iter().copied(), values);
-                self.push_object(format!("{name}: row {row_number}"), object, &content).await?;
+                self.push_object(format!("{name}: row {row_number}"), object, &content)
+                    .await?;
             }
         }
         Ok(())
@@ -280,27 +337,41 @@ impl Importer {
                 .send()
                 .await;
             match result {
-                Ok(r) if r.status().is_success() || r.status() == reqwest::StatusCode::BAD_REQUEST => {
+                Ok(r)
+                    if r.status().is_success()
+                        || r.status() == reqwest::StatusCode::BAD_REQUEST =>
+                {
                     let status = r.status();
                     let v: Value = r.json().await.context("reading the server's answer")?;
                     if status.is_success() || v.get("rejected").is_some() {
                         break v;
                     }
-                    bail!("the server refused the batch: {}", v["error"].as_str().unwrap_or("bad request"));
+                    bail!(
+                        "the server refused the batch: {}",
+                        v["error"].as_str().unwrap_or("bad request")
+                    );
                 }
                 Ok(r) if r.status() == reqwest::StatusCode::UNAUTHORIZED => {
-                    bail!("the server does not know this tenant's write key; is it using the same data directory?")
+                    bail!(
+                        "the server does not know this tenant's write key; is it using the same data directory?"
+                    )
                 }
                 Ok(r) if r.status().is_server_error() && attempts < 30 => {
                     tracing::debug!(status = %r.status(), "Server unavailable; retrying.");
                 }
                 Ok(r) => {
                     let status = r.status();
-                    bail!("the server answered {status}: {}", r.text().await.unwrap_or_default())
+                    bail!(
+                        "the server answered {status}: {}",
+                        r.text().await.unwrap_or_default()
+                    )
                 }
                 Err(e) if attempts < 30 => {
                     if attempts == 1 && e.is_connect() {
-                        bail!("cannot reach Tally at {} ({e}); start `tally serve` or pass --url", self.endpoint)
+                        bail!(
+                            "cannot reach Tally at {} ({e}); start `tally serve` or pass --url",
+                            self.endpoint
+                        )
                     }
                     tracing::debug!(error = %e, "Request failed; retrying.");
                 }
@@ -314,8 +385,14 @@ impl Importer {
         self.progress.inc(accepted);
         for r in reply["rejected"].as_array().into_iter().flatten() {
             let index = r["index"].as_u64().unwrap_or(u64::MAX) as usize;
-            let origin = pending.get(index).map(|p| p.origin.as_str()).unwrap_or("unknown line");
-            self.report_bad(&origin.to_string(), r["reason"].as_str().unwrap_or("rejected by the server"));
+            let origin = pending
+                .get(index)
+                .map(|p| p.origin.as_str())
+                .unwrap_or("unknown line");
+            self.report_bad(
+                &origin.to_string(),
+                r["reason"].as_str().unwrap_or("rejected by the server"),
+            );
         }
         Ok(())
     }
@@ -335,7 +412,10 @@ impl TableColumns {
         let position = |wanted: &str| names.iter().position(|n| *n == wanted);
         let required = |wanted: &str, flag: &str| {
             position(wanted).with_context(|| {
-                format!("no column {wanted:?} (columns: {}); name it with {flag}", names.join(", "))
+                format!(
+                    "no column {wanted:?} (columns: {}); name it with {flag}",
+                    names.join(", ")
+                )
             })
         };
         Ok(TableColumns {
@@ -348,7 +428,11 @@ impl TableColumns {
 
     /// Builds a PostHog-shaped object from one row: special columns by position, every
     /// other non-null column a property.
-    fn to_object<'a>(&self, names: impl Iterator<Item = &'a str>, values: Vec<Value>) -> Map<String, Value> {
+    fn to_object<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str>,
+        values: Vec<Value>,
+    ) -> Map<String, Value> {
         let mut object = Map::new();
         let mut properties = Map::new();
         for (i, (name, value)) in names.zip(values).enumerate() {
@@ -389,7 +473,9 @@ fn csv_value(field: &str) -> Value {
     }
     if let Ok(f) = trimmed.parse::<f64>()
         && f.is_finite()
-        && trimmed.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
+        && trimmed
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+' | 'e' | 'E'))
     {
         return json!(f);
     }
@@ -424,10 +510,20 @@ fn arrow_value(array: &dyn Array, row: usize) -> Value {
         DataType::Float64 => finite(array.as_primitive::<Float64Type>().value(row)),
         DataType::Timestamp(unit, _) => {
             let v = match unit {
-                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row).saturating_mul(1_000_000),
-                TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(row).saturating_mul(1000),
-                TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
-                TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(row) / 1000,
+                TimeUnit::Second => array
+                    .as_primitive::<TimestampSecondType>()
+                    .value(row)
+                    .saturating_mul(1_000_000),
+                TimeUnit::Millisecond => array
+                    .as_primitive::<TimestampMillisecondType>()
+                    .value(row)
+                    .saturating_mul(1000),
+                TimeUnit::Microsecond => {
+                    array.as_primitive::<TimestampMicrosecondType>().value(row)
+                }
+                TimeUnit::Nanosecond => {
+                    array.as_primitive::<TimestampNanosecondType>().value(row) / 1000
+                }
             };
             json!(format_micros(v))
         }
@@ -442,7 +538,9 @@ fn arrow_value(array: &dyn Array, row: usize) -> Value {
 }
 
 fn finite(f: f64) -> Value {
-    serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
 }
 
 fn json_kind(v: &Value) -> &'static str {

@@ -37,15 +37,17 @@ impl Engine {
     /// Opens the metadata database, the store and the WAL (replaying it), holding the
     /// data directory's writer lock for as long as `_lock` lives.
     pub async fn open(dir: &DataDir, storage: &StorageArgs) -> anyhow::Result<Engine> {
-        let meta = Arc::new(
-            SqliteMeta::open(&dir.meta_db())
-                .await
-                .with_context(|| format!("opening the metadata database {}", dir.meta_db().display()))?,
-        );
-        let store = EmbeddedStore::open(store_config(dir, storage)).await.context("opening the columnar store")?;
+        let meta = Arc::new(SqliteMeta::open(&dir.meta_db()).await.with_context(|| {
+            format!("opening the metadata database {}", dir.meta_db().display())
+        })?);
+        let store = EmbeddedStore::open(store_config(dir, storage))
+            .await
+            .context("opening the columnar store")?;
         let persons: Arc<dyn PersonStore> = meta.clone();
         let (pipeline, report) =
-            LocalPipeline::open(pipeline_config(dir, storage), store.clone(), persons).await.context("replaying the write-ahead log")?;
+            LocalPipeline::open(pipeline_config(dir, storage), store.clone(), persons)
+                .await
+                .context("replaying the write-ahead log")?;
         tracing::info!(
             replayed_records = report.replayed_records,
             replayed_events = report.replayed_events,
@@ -54,7 +56,11 @@ impl Engine {
             wal = %report.wal,
             "Storage recovered."
         );
-        Ok(Engine { meta, store, pipeline })
+        Ok(Engine {
+            meta,
+            store,
+            pipeline,
+        })
     }
 }
 
@@ -85,7 +91,11 @@ fn ingest_config(args: &ServeArgs) -> anyhow::Result<IngestConfig> {
         .trusted_proxies
         .iter()
         .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse::<Cidr>().with_context(|| format!("invalid --trusted-proxies entry {s:?}")))
+        .map(|s| {
+            s.trim()
+                .parse::<Cidr>()
+                .with_context(|| format!("invalid --trusted-proxies entry {s:?}"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(IngestConfig {
         limits: limits(&args.limits),
@@ -129,12 +139,18 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let background = engine.pipeline.spawn_background();
 
     let meta_store: Arc<dyn MetaStore> = engine.meta.clone();
-    let directory: Arc<dyn TenantDirectory> =
-        Arc::new(CachedMeta::new(meta_store).await.context("loading tenant keys")?);
+    let directory: Arc<dyn TenantDirectory> = Arc::new(
+        CachedMeta::new(meta_store)
+            .await
+            .context("loading tenant keys")?,
+    );
     let sink: Arc<dyn EventSink> = Arc::new(engine.pipeline.clone());
     let state = Arc::new(IngestState::new(sink, directory, ingest).context("configuring ingest")?);
 
-    let ops = OpsState { metrics, pipeline: engine.pipeline.clone() };
+    let ops = OpsState {
+        metrics,
+        pipeline: engine.pipeline.clone(),
+    };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -146,13 +162,20 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %args.listen, data_dir = %dir.root.display(), "Tally is listening.");
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("serving HTTP")?;
 
     tracing::info!("Shutting down: flushing buffered events.");
-    engine.pipeline.shutdown(background).await.context("flushing on shutdown")?;
+    engine
+        .pipeline
+        .shutdown(background)
+        .await
+        .context("flushing on shutdown")?;
     engine.meta.close().await;
     tracing::info!("Stopped.");
     Ok(())
@@ -162,7 +185,10 @@ async fn readyz(State(ops): State<OpsState>) -> impl IntoResponse {
     if ops.pipeline.is_ready() {
         (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "the write-ahead log writer has stopped; see the server log")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the write-ahead log writer has stopped; see the server log",
+        )
     }
 }
 

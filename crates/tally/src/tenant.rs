@@ -57,8 +57,18 @@ pub async fn run(global: &GlobalArgs, command: TenantCommand) -> anyhow::Result<
             } else {
                 println!("{:<6} {:<24} {:<42} ATTRIBUTES", "ID", "NAME", "WRITE KEY");
                 for t in &tenants {
-                    let attrs: Vec<String> = t.attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    println!("{:<6} {:<24} {:<42} {}", t.id, t.name, t.write_key, attrs.join(" "));
+                    let attrs: Vec<String> = t
+                        .attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    println!(
+                        "{:<6} {:<24} {:<42} {}",
+                        t.id,
+                        t.name,
+                        t.write_key,
+                        attrs.join(" ")
+                    );
                 }
             }
         }
@@ -107,21 +117,34 @@ pub async fn run(global: &GlobalArgs, command: TenantCommand) -> anyhow::Result<
             let t = find(&meta, &name).await?;
             let secret = meta.rotate_secret_key(t.id).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&json!({"id": t.id, "name": t.name, "secret_key": secret}))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"id": t.id, "name": t.name, "secret_key": secret})
+                    )?
+                );
             } else {
-                println!("New secret key for {} (the old one no longer works):\n{secret}", t.name);
+                println!(
+                    "New secret key for {} (the old one no longer works):\n{secret}",
+                    t.name
+                );
             }
         }
     }
     Ok(())
 }
 
-pub async fn run_operator_key(global: &GlobalArgs, command: OperatorKeyCommand) -> anyhow::Result<()> {
+pub async fn run_operator_key(
+    global: &GlobalArgs,
+    command: OperatorKeyCommand,
+) -> anyhow::Result<()> {
     let meta = open_meta(global).await?;
     match command {
         OperatorKeyCommand::Create { label } => {
             let key = meta.create_operator_key(&label).await?;
-            println!("Operator key for {label:?} (shown only now; it can query across all tenants):\n{key}");
+            println!(
+                "Operator key for {label:?} (shown only now; it can query across all tenants):\n{key}"
+            );
         }
     }
     Ok(())

@@ -16,21 +16,44 @@ fn tenant_create_prints_keys_as_json_and_table() {
     assert!(secret.starts_with("tly_sec_"), "{secret}");
 
     let table = tally(dir.path(), &["tenant", "create", "globex"]);
-    assert!(table.contains("write key") && table.contains("tly_pub_") && table.contains("tly_sec_"), "{table}");
+    assert!(
+        table.contains("write key") && table.contains("tly_pub_") && table.contains("tly_sec_"),
+        "{table}"
+    );
 
     // Names are unique and validated, with a clear error.
-    let out = Command::new(tally_bin()).arg("--data-dir").arg(dir.path()).args(["tenant", "create", "acme"]).output().unwrap();
+    let out = Command::new(tally_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["tenant", "create", "acme"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("acme"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = Command::new(tally_bin()).arg("--data-dir").arg(dir.path()).args(["tenant", "create", "Bad Name!"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("acme"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(tally_bin())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["tenant", "create", "Bad Name!"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
 
     // Attributes for operator breakdowns.
-    let shown: Value = serde_json::from_str(&tally(dir.path(), &["tenant", "set", "acme", "plan=pro", "region=eu"])).unwrap();
+    let shown: Value = serde_json::from_str(&tally(
+        dir.path(),
+        &["tenant", "set", "acme", "plan=pro", "region=eu"],
+    ))
+    .unwrap();
     assert_eq!(shown["attributes"], json!({"plan": "pro", "region": "eu"}));
-    let shown: Value = serde_json::from_str(&tally(dir.path(), &["tenant", "set", "acme", "region="])).unwrap();
+    let shown: Value =
+        serde_json::from_str(&tally(dir.path(), &["tenant", "set", "acme", "region="])).unwrap();
     assert_eq!(shown["attributes"], json!({"plan": "pro"}));
-    let list: Value = serde_json::from_str(&tally(dir.path(), &["tenant", "list", "--json"])).unwrap();
+    let list: Value =
+        serde_json::from_str(&tally(dir.path(), &["tenant", "list", "--json"])).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
 }
 
@@ -60,7 +83,14 @@ fn import_reports_bad_lines_and_is_idempotent() {
         Command::new(tally_bin())
             .arg("--data-dir")
             .arg(dir.path())
-            .args(["import", "--tenant", "acme", "--quiet", "--url", &server.url()])
+            .args([
+                "import",
+                "--tenant",
+                "acme",
+                "--quiet",
+                "--url",
+                &server.url(),
+            ])
             .arg(&file)
             .output()
             .unwrap()
@@ -70,23 +100,35 @@ fn import_reports_bad_lines_and_is_idempotent() {
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     // Bad lines make the command fail loudly, after importing the good ones.
     assert!(!out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("imported 4") || stderr.contains("imported 4"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("imported 4") || stderr.contains("imported 4"),
+        "{stdout}\n{stderr}"
+    );
     for line in ["line 5", "line 6", "line 7"] {
         assert!(stderr.contains(line), "{line} not reported:\n{stderr}");
     }
-    assert!(!stderr.contains("line 8"), "a blank line is not an error:\n{stderr}");
+    assert!(
+        !stderr.contains("line 8"),
+        "a blank line is not an error:\n{stderr}"
+    );
     // Again: nothing is added twice.
     let out = run_import();
     assert!(!out.status.success());
     server.stop();
     let events = export_events(dir.path(), "acme");
     assert_eq!(events.len(), 4, "{events:#?}");
-    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     for n in ["$pageview", "signed_up", "Order Completed", "$identify"] {
         assert!(names.contains(&n), "{n} in {names:?}");
     }
     // Historic timestamps are kept, not replaced by the import time.
-    let pv = events.iter().find(|e| e["event"] == json!("$pageview")).unwrap();
+    let pv = events
+        .iter()
+        .find(|e| e["event"] == json!("$pageview"))
+        .unwrap();
     assert_eq!(pv["timestamp"], json!("2026-10-01T10:00:00.000000Z"));
 }
 
@@ -119,12 +161,19 @@ fn import_csv_names_columns_by_flags() {
             .arg(&file)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     server.stop();
     let events = export_events(dir.path(), "acme");
     assert_eq!(events.len(), 2, "re-importing adds nothing: {events:#?}");
-    let purchase = events.iter().find(|e| e["event"] == json!("purchase")).unwrap();
+    let purchase = events
+        .iter()
+        .find(|e| e["event"] == json!("purchase"))
+        .unwrap();
     assert_eq!(purchase["distinct_id"], json!("u1"));
     assert_eq!(purchase["properties"]["plan"], json!("pro"));
     assert_eq!(purchase["properties"]["amount"], json!(99));
@@ -133,7 +182,11 @@ fn import_csv_names_columns_by_flags() {
 #[test]
 fn demo_creates_tenants_with_events() {
     let dir = tempfile::tempdir().unwrap();
-    let out: Value = serde_json::from_str(&tally(dir.path(), &["demo", "--events", "20000", "--tenants", "3", "--json"])).unwrap();
+    let out: Value = serde_json::from_str(&tally(
+        dir.path(),
+        &["demo", "--events", "20000", "--tenants", "3", "--json"],
+    ))
+    .unwrap();
     let tenants = out["tenants"].as_array().unwrap();
     assert_eq!(tenants.len(), 3);
     let total: u64 = tenants.iter().map(|t| t["events"].as_u64().unwrap()).sum();

@@ -31,7 +31,8 @@ pub fn tally(data_dir: &Path, args: &[&str]) -> String {
 
 /// Creates a tenant and returns `(id, write_key, secret_key)`.
 pub fn create_tenant(data_dir: &Path, name: &str) -> (u64, String, String) {
-    let v: Value = serde_json::from_str(&tally(data_dir, &["tenant", "create", name, "--json"])).expect("json");
+    let v: Value = serde_json::from_str(&tally(data_dir, &["tenant", "create", name, "--json"]))
+        .expect("json");
     (
         v["id"].as_u64().expect("id"),
         v["write_key"].as_str().expect("write_key").to_string(),
@@ -49,7 +50,11 @@ pub fn export_events(data_dir: &Path, tenant: &str) -> Vec<Value> {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A running `tally serve`.
@@ -65,7 +70,12 @@ impl Server {
         let port = free_port();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let child = spawn_serve(data_dir, port, &extra);
-        let mut server = Server { child, port, data_dir: data_dir.to_path_buf(), extra };
+        let mut server = Server {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            extra,
+        };
         server.wait_ready(Duration::from_secs(60));
         server
     }
@@ -83,7 +93,10 @@ impl Server {
             if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
                 use std::io::{Read, Write};
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let req = format!("GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.port);
+                let req = format!(
+                    "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                    self.port
+                );
                 if stream.write_all(req.as_bytes()).is_ok() {
                     let mut buf = String::new();
                     let _ = stream.read_to_string(&mut buf);
@@ -92,7 +105,10 @@ impl Server {
                     }
                 }
             }
-            assert!(Instant::now() < deadline, "tally serve did not become ready within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "tally serve did not become ready within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -111,10 +127,15 @@ impl Server {
         loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => {
-                    assert!(status.success(), "tally serve exited with {status} on SIGTERM");
+                    assert!(
+                        status.success(),
+                        "tally serve exited with {status} on SIGTERM"
+                    );
                     return;
                 }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
                 _ => panic!("tally serve did not stop within 60s of SIGTERM"),
             }
         }
@@ -140,7 +161,10 @@ fn spawn_serve(data_dir: &Path, port: u16, extra: &[String]) -> Child {
         .arg(data_dir)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
-        .env("TALLY_LOG", std::env::var("TALLY_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "TALLY_LOG",
+            std::env::var("TALLY_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()

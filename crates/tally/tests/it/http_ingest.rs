@@ -9,7 +9,10 @@ fn events_acknowledged_by_every_api_are_stored_and_metrics_report_them() {
     let dir = tempfile::tempdir().unwrap();
     let (_, write_key, _) = create_tenant(dir.path(), "acme");
     let mut server = Server::start(dir.path(), &[]);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let http = reqwest::Client::new();
         let ok = |r: reqwest::Response| async move {
@@ -67,7 +70,10 @@ fn events_acknowledged_by_every_api_are_stored_and_metrics_report_them() {
     });
     server.stop();
     let events = export_events(dir.path(), "acme");
-    let mut names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, vec!["native_event", "ph_event", "seg_event"]);
 }

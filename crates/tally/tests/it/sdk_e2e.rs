@@ -18,7 +18,8 @@ fn e2e_dir() -> PathBuf {
 fn posthog_and_segment_sdks_deliver_events_identities_and_properties() {
     let e2e = e2e_dir();
     assert!(
-        e2e.join("node_modules/posthog-node").exists() && e2e.join("node_modules/@segment/analytics-node").exists(),
+        e2e.join("node_modules/posthog-node").exists()
+            && e2e.join("node_modules/@segment/analytics-node").exists(),
         "SDK packages missing: run ./scripts/setup-e2e.sh (the test command does)"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -41,12 +42,23 @@ fn posthog_and_segment_sdks_deliver_events_identities_and_properties() {
     server.stop();
 
     let events = export_events(dir.path(), "sdk");
-    let by_name = |name: &str| -> Vec<&Value> { events.iter().filter(|e| e["event"] == json!(name)).collect() };
+    let by_name = |name: &str| -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["event"] == json!(name))
+            .collect()
+    };
 
     // PostHog: capture with properties, library enrichment, $set on identify.
     let pageview = by_name("$pageview");
-    let ph_pageview = pageview.iter().find(|e| e["distinct_id"] == json!("ph-anon-r1")).expect("posthog pageview");
-    assert_eq!(ph_pageview["properties"]["$current_url"], json!("https://example.com/pricing"));
+    let ph_pageview = pageview
+        .iter()
+        .find(|e| e["distinct_id"] == json!("ph-anon-r1"))
+        .expect("posthog pageview");
+    assert_eq!(
+        ph_pageview["properties"]["$current_url"],
+        json!("https://example.com/pricing")
+    );
     assert_eq!(ph_pageview["properties"]["$lib"], json!("posthog-node"));
     let signup = by_name("clicked_signup");
     assert_eq!(signup.len(), 1);
@@ -54,7 +66,10 @@ fn posthog_and_segment_sdks_deliver_events_identities_and_properties() {
     let purchase = by_name("purchase");
     assert_eq!(purchase.len(), 1);
     assert_eq!(purchase[0]["distinct_id"], json!("ph-user-r1"));
-    assert_eq!(purchase[0]["properties"]["$groups"]["company"], json!("co-r1"));
+    assert_eq!(
+        purchase[0]["properties"]["$groups"]["company"],
+        json!("co-r1")
+    );
     assert_eq!(by_name("$identify").len(), 2, "one identify from each SDK");
     assert_eq!(by_name("$create_alias").len(), 2);
     assert_eq!(by_name("$groupidentify").len(), 2);
@@ -65,16 +80,42 @@ fn posthog_and_segment_sdks_deliver_events_identities_and_properties() {
     assert_eq!(order[0]["properties"]["revenue"], json!(49));
     assert_eq!(
         order[0]["uuid"],
-        json!(tally_core::event::uuid_from_dedup_key(tally_core::TenantId(1), "seg-msg-r1").to_string())
+        json!(
+            tally_core::event::uuid_from_dedup_key(tally_core::TenantId(1), "seg-msg-r1")
+                .to_string()
+        )
     );
-    assert_eq!(order[0]["properties"]["$lib"], json!("@segment/analytics-node"));
-    assert_eq!(by_name("Viewed Docs")[0]["distinct_id"], json!("seg-anon-r1"));
-    assert!(pageview.iter().any(|e| e["distinct_id"] == json!("seg-user-r1")), "segment page -> $pageview");
-    assert_eq!(by_name("$screen")[0]["properties"]["$screen_name"], json!("Home"));
+    assert_eq!(
+        order[0]["properties"]["$lib"],
+        json!("@segment/analytics-node")
+    );
+    assert_eq!(
+        by_name("Viewed Docs")[0]["distinct_id"],
+        json!("seg-anon-r1")
+    );
+    assert!(
+        pageview
+            .iter()
+            .any(|e| e["distinct_id"] == json!("seg-user-r1")),
+        "segment page -> $pageview"
+    );
+    assert_eq!(
+        by_name("$screen")[0]["properties"]["$screen_name"],
+        json!("Home")
+    );
 
     // Identities: the anonymous ids and aliases point at the identified person.
-    let ph: Value = serde_json::from_str(&tally(dir.path(), &["export", "person", "--tenant", "sdk", "ph-anon-r1"])).unwrap();
-    let ids: Vec<&str> = ph["distinct_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let ph: Value = serde_json::from_str(&tally(
+        dir.path(),
+        &["export", "person", "--tenant", "sdk", "ph-anon-r1"],
+    ))
+    .unwrap();
+    let ids: Vec<&str> = ph["distinct_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     for id in ["ph-anon-r1", "ph-user-r1", "ph-alias-r1"] {
         assert!(ids.contains(&id), "{id} missing from {ids:?}");
     }
@@ -83,15 +124,33 @@ fn posthog_and_segment_sdks_deliver_events_identities_and_properties() {
     assert_eq!(ph["properties"]["first_seen_via"], json!("sdk"));
     assert_eq!(ph["is_identified"], json!(true));
 
-    let seg: Value = serde_json::from_str(&tally(dir.path(), &["export", "person", "--tenant", "sdk", "seg-old-r1"])).unwrap();
-    let ids: Vec<&str> = seg["distinct_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let seg: Value = serde_json::from_str(&tally(
+        dir.path(),
+        &["export", "person", "--tenant", "sdk", "seg-old-r1"],
+    ))
+    .unwrap();
+    let ids: Vec<&str> = seg["distinct_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     for id in ["seg-anon-r1", "seg-user-r1", "seg-old-r1"] {
         assert!(ids.contains(&id), "{id} missing from {ids:?}");
     }
     assert_eq!(seg["properties"]["plan"], json!("team"));
 
     // Groups.
-    let groups: Value = serde_json::from_str(&tally(dir.path(), &["export", "groups", "--tenant", "sdk"])).unwrap();
-    let names: Vec<&str> = groups.as_array().unwrap().iter().filter_map(|g| g["properties"]["name"].as_str()).collect();
-    assert!(names.contains(&"Acme Inc") && names.contains(&"Globex"), "groups: {groups}");
+    let groups: Value =
+        serde_json::from_str(&tally(dir.path(), &["export", "groups", "--tenant", "sdk"])).unwrap();
+    let names: Vec<&str> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["properties"]["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"Acme Inc") && names.contains(&"Globex"),
+        "groups: {groups}"
+    );
 }
