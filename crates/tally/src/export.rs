@@ -28,7 +28,7 @@ pub async fn run(global: &GlobalArgs, command: ExportCommand) -> anyhow::Result<
                 .scan_events(t.id)
                 .await
                 .context("reading events")?;
-            events.sort_by(|a, b| (a.timestamp, a.uuid).cmp(&(b.timestamp, b.uuid)));
+            events.sort_by_key(|e| (e.timestamp, e.uuid));
             for e in &events {
                 serde_json::to_writer(&mut out, &event_json(e))?;
                 out.write_all(b"\n")?;

@@ -269,10 +269,7 @@ impl Importer {
                 "{name}: line {}",
                 record.position().map(|p| p.line()).unwrap_or(line)
             );
-            let values = record
-                .iter()
-                .map(|field| csv_value(field))
-                .collect::<Vec<_>>();
+            let values = record.iter().map(csv_value).collect::<Vec<_>>();
             let content: Vec<&str> = record.iter().collect();
             let object = columns.to_object(headers.iter(), values);
             self.push_object(origin, object, &content.join("\u{1f}"))
@@ -390,7 +387,7 @@ impl Importer {
                 .map(|p| p.origin.as_str())
                 .unwrap_or("unknown line");
             self.report_bad(
-                &origin.to_string(),
+                origin,
                 r["reason"].as_str().unwrap_or("rejected by the server"),
             );
         }
