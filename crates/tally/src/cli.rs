@@ -24,6 +24,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global")]
 pub struct GlobalArgs {
     /// Directory holding the write-ahead log, the columnar store and the metadata database.
     #[arg(long, env = "TALLY_DATA_DIR", default_value = "./data", global = true)]
@@ -118,6 +119,7 @@ pub struct ServeArgs {
 
 /// Ingest validation limits. Each one answers with a 4xx naming the limit when exceeded.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Ingest limits")]
 pub struct LimitArgs {
     /// Largest accepted request body as sent (compressed), in bytes.
     #[arg(long, env = "TALLY_MAX_BODY_BYTES", default_value_t = 20 * 1024 * 1024)]
@@ -153,6 +155,7 @@ pub struct LimitArgs {
 
 /// Write-ahead log and store tuning.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Storage")]
 pub struct StorageArgs {
     /// Size at which a write-ahead-log segment is closed and a new one started, in bytes.
     #[arg(long, global = true, env = "TALLY_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
