@@ -25,6 +25,8 @@ use crate::query::{Query, QueryResult};
 
 mod eval;
 pub mod events;
+#[cfg(test)]
+mod examples;
 pub mod funnel;
 pub mod retention;
 pub mod schema;
