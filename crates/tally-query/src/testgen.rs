@@ -193,7 +193,9 @@ fn url_value() -> impl Strategy<Value = Option<Value>> {
 #[derive(Debug, Clone)]
 struct GenEvent {
     name: usize,
-    anchor: usize,
+    /// `None`: the person's home anchor, so that a person's events cluster and
+    /// funnels convert often; `Some`: another anchor.
+    anchor: Option<usize>,
     offset: i64,
     distinct: usize,
     plan: Option<Value>,
@@ -209,6 +211,7 @@ struct GenPerson {
     /// person with its own id.
     merged: bool,
     country: Option<Value>,
+    home: usize,
     events: Vec<GenEvent>,
 }
 
@@ -219,7 +222,7 @@ pub fn events(cfg: &GenConfig) -> impl Strategy<Value = Vec<RefEvent>> {
     let window = cfg.window.micros();
     let event = (
         0..names,
-        0..anchors.len(),
+        prop_oneof![3 => Just(None), 1 => (0..anchors.len()).prop_map(Some)],
         offset(window),
         0usize..3,
         plan_value(),
@@ -243,12 +246,14 @@ pub fn events(cfg: &GenConfig) -> impl Strategy<Value = Vec<RefEvent>> {
         1..=cfg.tenants.max(1),
         any::<bool>(),
         prop_oneof![Just(None), Just(Some(json!("FR"))), Just(Some(json!("US")))],
+        0..anchors.len(),
         prop::collection::vec(event, 0..=cfg.max_events_per_person),
     )
-        .prop_map(|(tenant, merged, country, events)| GenPerson {
+        .prop_map(|(tenant, merged, country, home, events)| GenPerson {
             tenant,
             merged,
             country,
+            home,
             events,
         });
     let max_people = cfg.max_persons * cfg.tenants.max(1) as usize;
@@ -316,7 +321,7 @@ fn build(cfg: &GenConfig, anchors: &[i64], people: Vec<GenPerson>) -> Vec<RefEve
                 event: cfg.event_names.get(g.name).cloned().unwrap_or_default(),
                 distinct_id: format!("p{number}-d{distinct}"),
                 person_id: person_id.clone(),
-                timestamp: anchors[g.anchor] + g.offset,
+                timestamp: anchors[g.anchor.unwrap_or(person.home)] + g.offset,
                 properties,
                 person_properties: person_properties.clone(),
                 groups,

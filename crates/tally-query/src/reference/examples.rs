@@ -769,3 +769,24 @@ fn empty_tenant_returns_zeros() {
             .all(|c| c.size == 0 && c.percentages.iter().all(Option::is_none))
     );
 }
+
+/// Every example the spec names in brackets is a test in this file, and the other way
+/// round, so the document and the tests cannot drift apart.
+#[test]
+fn the_spec_names_exactly_these_examples() {
+    let spec = include_str!("../../../../docs/QUERY-SEMANTICS.md");
+    let this = include_str!("examples.rs");
+    let named: std::collections::BTreeSet<&str> = spec
+        .split("[`")
+        .skip(1)
+        .filter_map(|s| s.split_once("`]").map(|(name, _)| name))
+        .collect();
+    let tests: std::collections::BTreeSet<&str> = this
+        .split("#[test]\nfn ")
+        .skip(1)
+        .filter_map(|s| s.split_once("()").map(|(name, _)| name))
+        .filter(|name| *name != "the_spec_names_exactly_these_examples")
+        .collect();
+    assert!(named.len() >= 20, "{named:?}");
+    assert_eq!(named, tests);
+}

@@ -28,6 +28,8 @@ pub mod events;
 #[cfg(test)]
 mod examples;
 pub mod funnel;
+#[cfg(test)]
+mod proptests;
 pub mod retention;
 pub mod schema;
 mod stats;
