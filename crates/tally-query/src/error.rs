@@ -7,6 +7,7 @@
 
 use tally_core::{Classify, ErrorClass};
 
+/// The crate's result type.
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 
 /// A query that cannot be run as written.
@@ -17,34 +18,53 @@ pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 pub enum QueryError {
     /// A field has a value outside what the model accepts.
     #[error("invalid `{field}`: {reason}")]
-    Invalid { field: String, reason: String },
+    Invalid {
+        /// The path of the field in the query's JSON.
+        field: String,
+        /// What is wrong and what to do instead.
+        reason: String,
+    },
     /// A trends formula does not parse or names a series that does not exist.
     /// `position` is the 1-based character column in the formula text.
     #[error("invalid formula `{formula}` at column {position}: {reason}")]
     Formula {
+        /// The formula text.
         formula: String,
+        /// The 1-based column of the mistake.
         position: usize,
+        /// What is wrong there.
         reason: String,
     },
     /// The time zone is not an IANA name known to the tz database.
     #[error(
         "unknown time zone `{name}` in `{field}`: use an IANA name such as `UTC`, `Europe/Paris` or `America/New_York`"
     )]
-    UnknownTimeZone { field: String, name: String },
+    UnknownTimeZone {
+        /// Where the name was given.
+        field: String,
+        /// The name given.
+        name: String,
+    },
     /// The date range and interval produce more buckets than a result may hold.
     #[error(
         "the date range has {count} {interval} buckets, more than the limit of {max}: shorten the range or use a coarser interval"
     )]
     TooManyBuckets {
+        /// About how many buckets the range has.
         count: usize,
+        /// The limit.
         max: usize,
+        /// The interval asked for.
         interval: &'static str,
     },
     /// A pagination cursor was not produced by this query kind (or was altered).
     #[error(
         "invalid cursor `{cursor}`: pass back the `next_cursor` of the previous page unchanged"
     )]
-    InvalidCursor { cursor: String },
+    InvalidCursor {
+        /// The cursor given.
+        cursor: String,
+    },
 }
 
 impl QueryError {

@@ -95,14 +95,19 @@ pub struct EventsResult {
 /// One event as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRow {
+    /// The event's tenant.
     pub tenant: TenantId,
+    /// The event's dedup key.
     pub uuid: Uuid,
+    /// The event name.
     pub event: String,
+    /// The distinct id the event was sent with.
     pub distinct_id: String,
     /// The person id as resolved at query time.
     pub person_id: String,
     /// UTC microseconds.
     pub timestamp: i64,
+    /// The event's properties.
     pub properties: Properties,
 }
 
@@ -110,16 +115,21 @@ pub struct EventRow {
 /// (`e1.<timestamp>.<tenant>.<uuid>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EventsCursor {
+    /// The last listed event's timestamp.
     pub timestamp: i64,
+    /// Its tenant.
     pub tenant: TenantId,
+    /// Its uuid.
     pub uuid: Uuid,
 }
 
 impl EventsCursor {
+    /// The cursor as the opaque text clients pass back.
     pub fn encode(&self) -> String {
         format!("e1.{}.{}.{}", self.timestamp, self.tenant, self.uuid)
     }
 
+    /// Parses a cursor produced by [`EventsCursor::encode`].
     pub fn decode(cursor: &str) -> Result<Self> {
         let invalid = || QueryError::InvalidCursor {
             cursor: cursor.to_string(),

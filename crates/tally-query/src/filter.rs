@@ -56,6 +56,7 @@ pub enum PropertySource {
 }
 
 impl PropertySource {
+    /// The source's JSON name.
     pub fn as_str(self) -> &'static str {
         match self {
             PropertySource::Event => "event",
@@ -187,8 +188,11 @@ impl PropertyRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Scalar {
+    /// A JSON boolean.
     Bool(bool),
+    /// A JSON number.
     Number(f64),
+    /// A JSON string.
     String(String),
 }
 
@@ -233,7 +237,9 @@ impl Scalar {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum FilterValue {
+    /// One value.
     Scalar(Scalar),
+    /// Several values (`in_list`).
     List(Vec<Scalar>),
 }
 
@@ -269,6 +275,7 @@ pub enum Operator {
 }
 
 impl Operator {
+    /// The operator's JSON name.
     pub fn as_str(self) -> &'static str {
         match self {
             Operator::Equals => "equals",

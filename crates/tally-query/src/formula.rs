@@ -29,13 +29,19 @@ pub const MAX_FORMULA_DEPTH: usize = 64;
 /// A parsed formula.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Formula {
+    /// A literal.
     Number(f64),
     /// A series, by index (`A` = 0).
     Series(usize),
+    /// Negation.
     Neg(Box<Formula>),
+    /// Addition.
     Add(Box<Formula>, Box<Formula>),
+    /// Subtraction.
     Sub(Box<Formula>, Box<Formula>),
+    /// Multiplication.
     Mul(Box<Formula>, Box<Formula>),
+    /// Division (no value when dividing by zero).
     Div(Box<Formula>, Box<Formula>),
 }
 

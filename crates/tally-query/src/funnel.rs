@@ -219,7 +219,9 @@ pub enum FunnelView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
+    /// Reached the step.
     Reached,
+    /// Reached the previous required step but not this one.
     DroppedOff,
 }
 
@@ -430,9 +432,13 @@ impl FunnelQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FunnelResult {
+    /// For [`FunnelView::Steps`].
     Steps(FunnelStepsResult),
+    /// For [`FunnelView::TimeToConvert`].
     TimeToConvert(TimeToConvertResult),
+    /// For [`FunnelView::ConversionOverTime`].
     ConversionOverTime(ConversionOverTimeResult),
+    /// For [`FunnelView::Persons`].
     Persons(FunnelPersonsResult),
 }
 
@@ -500,7 +506,9 @@ pub struct TimeToConvertResult {
 /// One histogram bin, `[from_seconds, to_seconds)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistogramBin {
+    /// The bin's lower bound (inclusive), in seconds.
     pub from_seconds: f64,
+    /// The bin's upper bound (exclusive), in seconds.
     pub to_seconds: f64,
     /// Persons whose time falls in the bin.
     pub persons: u64,
@@ -520,7 +528,9 @@ pub struct ConversionOverTimeResult {
 /// The conversion points of one breakdown row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversionBreakdownRow {
+    /// The row's value.
     pub breakdown: BreakdownValue,
+    /// One point per bucket.
     pub points: Vec<ConversionPoint>,
 }
 
@@ -549,7 +559,9 @@ pub struct FunnelPersonsResult {
 /// an unmapped distinct id is its own person).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PersonKey {
+    /// The person's tenant.
     pub tenant: TenantId,
+    /// The person id.
     pub person_id: String,
 }
 
@@ -559,10 +571,12 @@ pub struct PersonKey {
 pub struct PersonCursor(pub PersonKey);
 
 impl PersonCursor {
+    /// The cursor as the opaque text clients pass back.
     pub fn encode(&self) -> String {
         format!("p1.{}.{}", self.0.tenant, self.0.person_id)
     }
 
+    /// Parses a cursor produced by [`PersonCursor::encode`].
     pub fn decode(cursor: &str) -> Result<Self> {
         let invalid = || QueryError::InvalidCursor {
             cursor: cursor.to_string(),

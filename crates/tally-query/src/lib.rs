@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Tally's analytics query model, its exact semantics, and an obviously-correct
 //! reference implementation of them.
 //!

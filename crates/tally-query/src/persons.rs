@@ -93,11 +93,42 @@ pub struct PersonsResult {
 /// One person.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PersonRow {
+    /// The person's tenant.
     pub tenant: TenantId,
+    /// The person id (persons merged into it resolve to it).
     pub person_id: String,
     /// Every distinct id known to be this person.
     pub distinct_ids: Vec<String>,
+    /// The person's current properties.
     pub properties: Properties,
     /// When the person was created (UTC microseconds).
     pub created_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::PropertyRef;
+
+    #[test]
+    fn persons_filter_on_person_properties_only() {
+        let mut q = PersonsQuery {
+            scope: Scope::Tenant(TenantId(1)),
+            distinct_id: None,
+            filters: vec![Filter::equals(PropertyRef::person("email"), "a@x.io")],
+            limit: 100,
+            cursor: None,
+        };
+        q.validate().unwrap();
+        q.filters
+            .push(Filter::equals(PropertyRef::event("$browser"), "Chrome"));
+        let msg = q.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("filters[1]") && msg.contains("belongs to events"),
+            "{msg}"
+        );
+        q.filters.pop();
+        q.limit = 5000;
+        assert!(q.validate().unwrap_err().to_string().contains("limit"));
+    }
 }

@@ -16,11 +16,17 @@ use crate::trends::{TrendsQuery, TrendsResult};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Query {
+    /// A [`TrendsQuery`].
     Trends(TrendsQuery),
+    /// A [`FunnelQuery`].
     Funnel(FunnelQuery),
+    /// A [`RetentionQuery`].
     Retention(RetentionQuery),
+    /// An [`EventsQuery`].
     Events(EventsQuery),
+    /// A [`PersonsQuery`].
     Persons(PersonsQuery),
+    /// A [`SchemaQuery`].
     Schema(SchemaQuery),
 }
 
@@ -67,10 +73,16 @@ impl Query {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum QueryResult {
+    /// Answers [`Query::Trends`].
     Trends(TrendsResult),
+    /// Answers [`Query::Funnel`].
     Funnel(FunnelResult),
+    /// Answers [`Query::Retention`].
     Retention(RetentionResult),
+    /// Answers [`Query::Events`].
     Events(EventsResult),
+    /// Answers [`Query::Persons`].
     Persons(PersonsResult),
+    /// Answers [`Query::Schema`].
     Schema(SchemaResult),
 }

@@ -77,9 +77,12 @@ pub enum CohortKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RetentionPeriod {
+    /// Local calendar days.
     Day,
     #[default]
+    /// Local calendar weeks starting on `week_start`.
     Week,
+    /// Local calendar months.
     Month,
 }
 
@@ -146,7 +149,9 @@ pub struct RetentionResult {
 /// The cohort table of one breakdown row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetentionBreakdownRow {
+    /// The row's value.
     pub breakdown: BreakdownValue,
+    /// One cohort per period, in time order.
     pub cohorts: Vec<RetentionCohort>,
 }
 
@@ -164,4 +169,37 @@ pub struct RetentionCohort {
     /// `values[n] / size` as percentages; `null` where the value is, or the cohort is
     /// empty.
     pub percentages: Vec<Option<f64>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_names_and_limits() {
+        let q: RetentionQuery = serde_json::from_str(
+            r#"{"scope":{"tenant":1},"date_range":{"type":"previous","unit":"month"},
+                "start":{"event":"signed_up"},"return":{"event":null,"filters":[]},
+                "cohort":"first_time","period":"day","periods":30,"mode":"on_or_after"}"#,
+        )
+        .unwrap();
+        q.validate().unwrap();
+        assert_eq!(q.return_event.event, None);
+        let text = serde_json::to_string(&q).unwrap();
+        assert!(text.contains(r#""return":"#), "{text}");
+        assert_eq!(serde_json::from_str::<RetentionQuery>(&text).unwrap(), q);
+        let too_many = RetentionQuery {
+            periods: MAX_RETENTION_PERIODS + 1,
+            ..q.clone()
+        };
+        assert!(
+            too_many
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("periods")
+        );
+        let none = RetentionQuery { periods: 0, ..q };
+        assert!(none.validate().is_err());
+    }
 }

@@ -145,14 +145,17 @@ impl SchemaQuery {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SchemaResult {
+    /// Answers [`SchemaRequest::EventNames`].
     EventNames {
         /// Most frequent first, then by name.
         events: Vec<EventNameInfo>,
     },
+    /// Answers [`SchemaRequest::PropertyNames`].
     PropertyNames {
         /// Most frequent first, then by key.
         properties: Vec<PropertyInfo>,
     },
+    /// Answers [`SchemaRequest::PropertyValues`].
     PropertyValues {
         /// Most frequent first, then by value.
         values: Vec<ValueCount>,
@@ -162,6 +165,7 @@ pub enum SchemaResult {
 /// An event name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventNameInfo {
+    /// The event name.
     pub name: String,
     /// Events with this name.
     pub count: u64,
@@ -173,8 +177,11 @@ pub struct EventNameInfo {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PropertyType {
+    /// JSON strings.
     String,
+    /// JSON numbers.
     Number,
+    /// JSON booleans.
     Boolean,
     /// Arrays and objects.
     Json,
@@ -196,6 +203,7 @@ impl PropertyType {
 /// A property key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PropertyInfo {
+    /// The property key.
     pub key: String,
     /// Every JSON type the key was seen with, sorted.
     pub types: Vec<PropertyType>,

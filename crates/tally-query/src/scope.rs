@@ -94,3 +94,44 @@ impl TenantSelector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::PropertyRef;
+
+    #[test]
+    fn json_shapes() {
+        let tenant: Scope = serde_json::from_str(r#"{"tenant": 7}"#).unwrap();
+        assert_eq!(tenant, Scope::Tenant(TenantId(7)));
+        let all: Scope = serde_json::from_str(r#"{"operator": {}}"#).unwrap();
+        assert_eq!(
+            all,
+            Scope::Operator {
+                tenants: TenantSelector::default()
+            }
+        );
+        let some: Scope = serde_json::from_str(
+            r#"{"operator": {"tenants": {"ids": [1, 2], "filters": [
+                {"type": "property", "property": {"source": "tenant_attribute", "key": "plan"}, "operator": "equals", "value": "pro"}]}}}"#,
+        )
+        .unwrap();
+        some.validate("scope").unwrap();
+        assert!(serde_json::from_str::<Scope>(r#"{"tenant": 7, "operator": {}}"#).is_err());
+    }
+
+    #[test]
+    fn tenant_selectors_only_use_tenant_properties() {
+        let scope = Scope::Operator {
+            tenants: TenantSelector {
+                ids: vec![],
+                filters: vec![Filter::equals(PropertyRef::event("plan"), "pro")],
+            },
+        };
+        let msg = scope.validate("scope").unwrap_err().to_string();
+        assert!(
+            msg.contains("scope.operator.tenants.filters[0]") && msg.contains("tenant_attribute"),
+            "{msg}"
+        );
+    }
+}

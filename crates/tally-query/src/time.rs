@@ -35,6 +35,7 @@ pub const MAX_WINDOW_MICROS: i64 = 366 * MICROS_PER_DAY;
 /// Earliest and latest year a date range may touch; ingest accepts timestamps in
 /// 1970..2200 (`tally_core::time::parse_timestamp`).
 pub const MIN_YEAR: i32 = 1970;
+/// Latest year a date range may touch.
 pub const MAX_YEAR: i32 = 2200;
 
 const MICROS_PER_MINUTE: i64 = 60 * MICROS_PER_SECOND;
@@ -56,6 +57,7 @@ pub enum Interval {
 }
 
 impl Interval {
+    /// The interval's JSON name.
     pub fn as_str(self) -> &'static str {
         match self {
             Interval::Hour => "hour",
@@ -79,10 +81,15 @@ impl Interval {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RangeUnit {
+    /// Local wall-clock hours.
     Hour,
+    /// Local calendar days.
     Day,
+    /// Local calendar weeks starting on `week_start`.
     Week,
+    /// Local calendar months.
     Month,
+    /// Local calendar years.
     Year,
 }
 
@@ -103,12 +110,19 @@ impl RangeUnit {
 #[serde(rename_all = "snake_case")]
 pub enum WeekStart {
     #[default]
+    /// Weeks run Monday to Sunday (ISO 8601).
     Monday,
+    /// Weeks start on Tuesday.
     Tuesday,
+    /// Weeks start on Wednesday.
     Wednesday,
+    /// Weeks start on Thursday.
     Thursday,
+    /// Weeks start on Friday.
     Friday,
+    /// Weeks start on Saturday.
     Saturday,
+    /// Weeks run Sunday to Saturday.
     Sunday,
 }
 
@@ -316,6 +330,7 @@ pub struct TimeRange {
 }
 
 impl TimeRange {
+    /// Whether `t` is inside the range.
     pub fn contains(&self, t: i64) -> bool {
         self.start <= t && t < self.end
     }
@@ -375,11 +390,14 @@ pub(crate) enum CalendarUnit {
 /// A time zone and week start: how instants map to local periods.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Calendar {
+    /// The time zone.
     pub tz: Tz,
+    /// The first day of a week.
     pub week_start: WeekStart,
 }
 
 impl Calendar {
+    /// A calendar in `tz` with weeks starting on `week_start`.
     pub fn new(tz: Tz, week_start: WeekStart) -> Self {
         Calendar { tz, week_start }
     }
@@ -627,7 +645,9 @@ impl Bucket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WindowUnit {
+    /// Exactly 60 seconds.
     Minute,
+    /// Exactly 3600 seconds.
     Hour,
     /// Exactly 24 hours (not a calendar day).
     Day,
@@ -646,6 +666,7 @@ pub struct Window {
 }
 
 impl Window {
+    /// A window of `value` minutes.
     pub fn minutes(value: u32) -> Self {
         Window {
             value,
@@ -653,6 +674,7 @@ impl Window {
         }
     }
 
+    /// A window of `value` hours.
     pub fn hours(value: u32) -> Self {
         Window {
             value,
@@ -660,6 +682,7 @@ impl Window {
         }
     }
 
+    /// A window of `value` days.
     pub fn days(value: u32) -> Self {
         Window {
             value,

@@ -135,13 +135,21 @@ impl Math {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PropertyAggregation {
+    /// The sum (0 over no values).
     Sum,
+    /// The arithmetic mean.
     Avg,
+    /// The smallest value.
     Min,
+    /// The largest value.
     Max,
+    /// The exact median (mean of the two middle values for an even count).
     Median,
+    /// The exact 90th percentile (linear interpolation).
     P90,
+    /// The exact 95th percentile (linear interpolation).
     P95,
+    /// The exact 99th percentile (linear interpolation).
     P99,
 }
 
@@ -162,8 +170,11 @@ impl PropertyAggregation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PerPersonAggregation {
+    /// The mean count per person.
     Avg,
+    /// The median count per person.
     Median,
+    /// The largest count of one person.
     Max,
 }
 
@@ -260,4 +271,120 @@ pub struct TrendsRow {
     /// One value per bucket; `null` where the math has no value (an average over no
     /// events, a division by zero in a formula).
     pub values: Vec<Option<f64>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use tally_core::Classify;
+
+    use super::*;
+    use crate::time::RangeUnit;
+
+    fn query() -> TrendsQuery {
+        serde_json::from_str(
+            r#"{"scope":{"tenant":1},"date_range":{"type":"last","count":30,"unit":"day"},
+                "series":[{"event":"$pageview"},{"event":"signed_up","math":{"type":"unique_persons"}}],
+                "formula":"B / A * 100",
+                "breakdown":{"properties":[{"source":"event","key":"$browser"}]}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn json_defaults_and_round_trip() {
+        let q = query();
+        q.validate().unwrap();
+        assert_eq!(q.interval, Interval::Day);
+        assert_eq!(q.series[0].math, Math::Total);
+        assert_eq!(q.breakdown.as_ref().unwrap().limit, 25);
+        assert_eq!(
+            q.date_range,
+            DateRange::Last {
+                count: 30,
+                unit: RangeUnit::Day
+            }
+        );
+        let text = serde_json::to_string(&q).unwrap();
+        assert_eq!(serde_json::from_str::<TrendsQuery>(&text).unwrap(), q);
+    }
+
+    #[test]
+    fn validation_errors_name_the_field() {
+        let mut q = query();
+        q.formula = Some("B / C".into());
+        assert!(
+            q.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("series C does not exist")
+        );
+        q.formula = None;
+        q.series.clear();
+        assert!(
+            q.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("1 to 26 series, got 0")
+        );
+        let mut q = query();
+        q.series[1].event = Some(String::new());
+        assert!(
+            q.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("series[1].event")
+        );
+        let mut q = query();
+        q.breakdown.as_mut().unwrap().properties = vec![PropertyRef::event("a"); 4];
+        assert!(
+            q.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("1 to 3 properties")
+        );
+        let mut q = query();
+        q.breakdown.as_mut().unwrap().limit = 0;
+        assert!(
+            q.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("breakdown.limit")
+        );
+        let mut q = query();
+        q.time_zone = Some("Mars/Olympus".into());
+        assert!(matches!(
+            q.validate(),
+            Err(QueryError::UnknownTimeZone { .. })
+        ));
+        let mut q = query();
+        q.series[0].math = Math::Property {
+            aggregation: PropertyAggregation::P95,
+            property: PropertyRef::tenant_attribute("arr"),
+        };
+        assert!(
+            q.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("series[0].math.property.source")
+        );
+        q.scope = Scope::Operator {
+            tenants: Default::default(),
+        };
+        q.validate().unwrap();
+        let mut q = query();
+        q.date_range = DateRange::Last {
+            count: 0,
+            unit: RangeUnit::Day,
+        };
+        assert!(
+            q.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("date_range.count")
+        );
+        assert_eq!(
+            q.validate().unwrap_err().class(),
+            tally_core::ErrorClass::BadRequest
+        );
+    }
 }

@@ -5,6 +5,7 @@ use super::{RefContext, RefEvent, Result};
 use crate::events::{EventRow, EventsCursor, EventsQuery, EventsResult};
 use crate::filter::EventMatcher;
 
+/// Answers an events query.
 pub fn events(q: &EventsQuery, events: &[RefEvent], ctx: &RefContext) -> Result<EventsResult> {
     q.validate()?;
     let prep = Prepared::new(&q.scope, q.time_zone.as_deref(), q.week_start, ctx)?;

@@ -770,6 +770,104 @@ fn empty_tenant_returns_zeros() {
     );
 }
 
+// ---------------------------------------------------------------- operator
+
+#[test]
+fn operator_breakdown_by_tenant_attribute() {
+    use crate::reference::RefTenant;
+    use crate::scope::TenantSelector;
+    let tenant = |id: u32, plan: &str| RefTenant {
+        id: TenantId(id),
+        name: format!("t{id}"),
+        time_zone: "UTC".into(),
+        attributes: BTreeMap::from([("plan".to_string(), plan.to_string())]),
+    };
+    let ctx = RefContext {
+        now: jan(20, "00:00"),
+        tenants: vec![tenant(1, "free"), tenant(2, "pro"), tenant(3, "pro")],
+    };
+    let mut events = Vec::new();
+    for (id, n) in [(1, 2), (2, 1), (3, 3)] {
+        for _ in 0..n {
+            let mut e = ev("signed_up", "u1", jan(1, "10:00"));
+            e.tenant = TenantId(id);
+            events.push(e);
+        }
+    }
+    let events = numbered(events);
+    let operator = Scope::Operator {
+        tenants: TenantSelector::default(),
+    };
+    let q = TrendsQuery {
+        scope: operator.clone(),
+        breakdown: Some(Breakdown::by(PropertyRef::tenant_attribute("plan"))),
+        ..trends_query(
+            days("2024-01-01", "2024-01-01"),
+            vec![TrendsSeries::total("signed_up")],
+        )
+    };
+    let r = trends(&q, &events, &ctx).unwrap();
+    let rows: Vec<_> = r
+        .current
+        .series
+        .iter()
+        .map(|s| (s.breakdown.clone().unwrap(), s.values[0]))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                BreakdownValue::Values {
+                    values: vec![json!("pro")]
+                },
+                Some(4.0)
+            ),
+            (
+                BreakdownValue::Values {
+                    values: vec![json!("free")]
+                },
+                Some(2.0)
+            ),
+        ]
+    );
+    let unique = TrendsQuery {
+        scope: operator,
+        ..trends_query(
+            days("2024-01-01", "2024-01-01"),
+            vec![series("signed_up", Math::UniquePersons)],
+        )
+    };
+    assert_eq!(
+        trends(&unique, &events, &ctx).unwrap().current.series[0].values,
+        [Some(3.0)]
+    );
+    let pro_only = TrendsQuery {
+        scope: Scope::Operator {
+            tenants: TenantSelector {
+                ids: vec![],
+                filters: vec![crate::filter::Filter::equals(
+                    PropertyRef::tenant_attribute("plan"),
+                    "pro",
+                )],
+            },
+        },
+        ..trends_query(
+            days("2024-01-01", "2024-01-01"),
+            vec![TrendsSeries::total("signed_up")],
+        )
+    };
+    assert_eq!(
+        trends(&pro_only, &events, &ctx).unwrap().current.series[0].values,
+        [Some(4.0)]
+    );
+    // The same query from a tenant key is refused: tenant attributes are operator-only.
+    let tenant_scoped = TrendsQuery {
+        scope: Scope::Tenant(TenantId(1)),
+        ..q
+    };
+    assert!(trends(&tenant_scoped, &events, &ctx).is_err());
+}
+
 /// Every example the spec names in brackets is a test in this file, and the other way
 /// round, so the document and the tests cannot drift apart.
 #[test]

@@ -31,6 +31,7 @@ use crate::funnel::{
     TimeToConvertResult,
 };
 
+/// Answers a funnel query.
 pub fn funnel(q: &FunnelQuery, events: &[RefEvent], ctx: &RefContext) -> Result<FunnelResult> {
     q.validate()?;
     let prep = Prepared::new(&q.scope, q.time_zone.as_deref(), q.week_start, ctx)?;

@@ -38,15 +38,20 @@ pub mod trends;
 /// One event, with identities and person/group properties resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefEvent {
+    /// The event's tenant.
     pub tenant: TenantId,
+    /// The event's dedup key (unique within a tenant).
     pub uuid: Uuid,
+    /// The event name.
     pub event: String,
+    /// The distinct id the event was sent with.
     pub distinct_id: String,
     /// The person the distinct id maps to when the query runs (an unmapped distinct id
     /// is its own person: pass the distinct id).
     pub person_id: String,
     /// UTC microseconds.
     pub timestamp: i64,
+    /// The event's properties.
     pub properties: Properties,
     /// The person's current properties (identical on all events of a person).
     pub person_properties: Properties,
@@ -66,10 +71,13 @@ pub struct RefGroup {
 /// What the reference knows about a tenant.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefTenant {
+    /// The tenant's id.
     pub id: TenantId,
+    /// The tenant's slug.
     pub name: String,
     /// IANA time zone used when a query names none.
     pub time_zone: String,
+    /// Operator-managed attributes (`plan`, `arr`, ...).
     pub attributes: BTreeMap<String, String>,
 }
 
@@ -93,11 +101,13 @@ impl RefContext {
         }
     }
 
+    /// The tenant with this id, if known.
     pub fn tenant(&self, id: TenantId) -> Option<&RefTenant> {
         self.tenants.iter().find(|t| t.id == id)
     }
 }
 
+/// The reference's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Why the reference could not answer.
@@ -108,10 +118,20 @@ pub enum Error {
     Query(#[from] QueryError),
     /// An event's timestamp cannot be placed on a calendar.
     #[error("event {uuid} has timestamp {timestamp}, outside the representable range")]
-    TimestampOutOfRange { uuid: Uuid, timestamp: i64 },
+    TimestampOutOfRange {
+        /// The event.
+        uuid: Uuid,
+        /// Its timestamp.
+        timestamp: i64,
+    },
     /// A tenant's configured time zone is not a known IANA name.
     #[error("tenant {tenant} has an unknown time zone `{time_zone}`")]
-    TenantTimeZone { tenant: TenantId, time_zone: String },
+    TenantTimeZone {
+        /// The tenant.
+        tenant: TenantId,
+        /// Its configured time zone.
+        time_zone: String,
+    },
     /// The query kind is not answered from events.
     #[error("the reference implementation does not answer {0} queries")]
     Unsupported(&'static str),

@@ -22,6 +22,7 @@ struct Member {
     key: Option<Key>,
 }
 
+/// Answers a retention query.
 pub fn retention(
     q: &RetentionQuery,
     events: &[RefEvent],

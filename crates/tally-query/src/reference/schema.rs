@@ -13,6 +13,7 @@ use crate::schema::{
     EventNameInfo, PropertyInfo, PropertyType, SchemaQuery, SchemaRequest, SchemaResult, ValueCount,
 };
 
+/// Answers a schema-discovery query.
 pub fn schema(q: &SchemaQuery, events: &[RefEvent], ctx: &RefContext) -> Result<SchemaResult> {
     q.validate()?;
     let prep = Prepared::new(&q.scope, q.time_zone.as_deref(), q.week_start, ctx)?;
@@ -194,4 +195,117 @@ fn entities(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::scope::Scope;
+
+    fn ev(name: &str, person: &str, props: Value) -> RefEvent {
+        RefEvent {
+            tenant: TenantId(1),
+            uuid: uuid::Uuid::new_v4(),
+            event: name.into(),
+            distinct_id: person.into(),
+            person_id: person.into(),
+            timestamp: 1_700_000_000_000_000,
+            properties: props.as_object().cloned().unwrap_or_default(),
+            person_properties: json!({"email": format!("{person}@x.io")})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            groups: Default::default(),
+        }
+    }
+
+    fn ask(request: SchemaRequest, events: &[RefEvent]) -> SchemaResult {
+        let q = SchemaQuery {
+            scope: Scope::Tenant(TenantId(1)),
+            date_range: None,
+            time_zone: None,
+            week_start: Default::default(),
+            request,
+        };
+        schema(&q, events, &RefContext::at(0)).unwrap()
+    }
+
+    #[test]
+    fn discovers_names_types_and_values() {
+        let mut other_tenant = ev("secret", "z", json!({"k": 1}));
+        other_tenant.tenant = TenantId(2);
+        let events = vec![
+            ev("view", "a", json!({"plan": "pro", "n": 1})),
+            ev("view", "b", json!({"plan": "pro", "n": "2"})),
+            ev("Buy", "a", json!({"plan": 1.0, "n": null})),
+            other_tenant,
+        ];
+        let names = ask(
+            SchemaRequest::EventNames {
+                search: None,
+                limit: 10,
+            },
+            &events,
+        );
+        let SchemaResult::EventNames { events: names } = names else {
+            panic!()
+        };
+        let names: Vec<(&str, u64)> = names.iter().map(|e| (e.name.as_str(), e.count)).collect();
+        assert_eq!(names, [("view", 2), ("Buy", 1)]);
+
+        let props = ask(
+            SchemaRequest::PropertyNames {
+                source: PropertySource::Event,
+                group_type: None,
+                event: None,
+                search: None,
+                limit: 10,
+            },
+            &events,
+        );
+        let SchemaResult::PropertyNames { properties } = props else {
+            panic!()
+        };
+        assert_eq!(properties[0].key, "plan");
+        assert_eq!(properties[0].count, 3);
+        assert_eq!(
+            properties[0].types,
+            [PropertyType::String, PropertyType::Number]
+        );
+        assert_eq!(properties[1].key, "n");
+        assert_eq!(properties[1].count, 2, "null values are not counted");
+
+        let persons = ask(
+            SchemaRequest::PropertyNames {
+                source: PropertySource::Person,
+                group_type: None,
+                event: None,
+                search: Some("MAIL".into()),
+                limit: 10,
+            },
+            &events,
+        );
+        let SchemaResult::PropertyNames { properties } = persons else {
+            panic!()
+        };
+        assert_eq!(properties.len(), 1);
+        assert_eq!(properties[0].count, 2, "two persons");
+
+        let values = ask(
+            SchemaRequest::PropertyValues {
+                property: PropertyRef::event("plan"),
+                event: None,
+                search: None,
+                limit: 10,
+            },
+            &events,
+        );
+        let SchemaResult::PropertyValues { values } = values else {
+            panic!()
+        };
+        let values: Vec<(Value, u64)> = values.into_iter().map(|v| (v.value, v.count)).collect();
+        assert_eq!(values, [(json!("pro"), 2), (json!(1), 1)]);
+    }
 }

@@ -24,6 +24,7 @@ struct SeriesEvents<'e> {
     events: Vec<(&'e RefEvent, Option<Key>)>,
 }
 
+/// Answers a trends query.
 pub fn trends(q: &TrendsQuery, events: &[RefEvent], ctx: &RefContext) -> Result<TrendsResult> {
     q.validate()?;
     let prep = Prepared::new(&q.scope, q.time_zone.as_deref(), q.week_start, ctx)?;
