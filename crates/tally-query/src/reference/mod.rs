@@ -3,7 +3,7 @@
 //!
 //! Owns the executable form of `docs/QUERY-SEMANTICS.md`. Engines (DataFusion,
 //! ClickHouse) are property-tested against it on generated event sets
-//! ([`crate::testgen`]); where an engine and the reference disagree, the reference and
+//! (`crate::testgen`); where an engine and the reference disagree, the reference and
 //! the spec decide, or both are changed together.
 //!
 //! Its input is already resolved: each [`RefEvent`] carries the person id its distinct
