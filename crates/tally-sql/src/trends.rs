@@ -1,0 +1,361 @@
+//! Trends compiled to plain SQL: one statement per (series, period), each returning
+//! rows `(bucket_index BIGINT, row_index BIGINT, metric DOUBLE)`, plus, with a
+//! breakdown, a ranking statement and an "is there an other row" statement.
+//!
+//! The caller (the engine) runs the ranking statement first, ranks the keys by the
+//! semantics (weight descending, canonical value ascending), passes the top keys back
+//! in, and zero-fills buckets and rows the statements did not return
+//! ([`TrendsPlan::empty_metric`]). Formulas are evaluated by the caller per bucket.
+
+use chrono::{Days, NaiveDateTime};
+use tally_core::TenantId;
+use tally_core::time::MICROS_PER_DAY;
+use tally_query::time::parse_time_zone;
+use tally_query::{
+    Bucket, Calendar, Interval, Math, PerPersonAggregation, PropertyAggregation, TimeRange,
+    TrendsQuery,
+};
+
+use crate::dialect::Dialect;
+use crate::expr::{BreakdownKey, Scoped, join_bool};
+use crate::{CompileContext, Result, scope_tenant};
+
+/// The buckets of one period (current or previous).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodPlan {
+    /// The resolved range.
+    pub range: TimeRange,
+    /// Its buckets, in order; `bucket_index` in the statements indexes this.
+    pub buckets: Vec<Bucket>,
+    /// Each bucket's end (the next bucket's start; for the last, its period's end).
+    pub ends: Vec<i64>,
+    periods: Vec<NaiveDateTime>,
+}
+
+impl PeriodPlan {
+    fn new(calendar: &Calendar, range: TimeRange, interval: Interval) -> Result<Self> {
+        let periods = calendar.periods(range, interval)?;
+        let mut ends = Vec::with_capacity(periods.len());
+        for (i, (p, _)) in periods.iter().enumerate() {
+            ends.push(match periods.get(i + 1) {
+                Some((_, next)) => next.start,
+                None => calendar.period_start(calendar.next_period(*p, interval)),
+            });
+        }
+        let (periods, buckets) = periods.into_iter().unzip();
+        Ok(PeriodPlan {
+            range,
+            buckets,
+            ends,
+            periods,
+        })
+    }
+
+    /// The bucket index of the instant `ts` (assumed inside the range).
+    fn bucket_expr(&self, ts: &str) -> String {
+        let starts: Vec<i64> = self.buckets.iter().map(|b| b.start).collect();
+        let Some(&first) = starts.first() else {
+            return "CAST(0 AS BIGINT)".to_string();
+        };
+        let widths: Vec<i64> = starts.iter().zip(&self.ends).map(|(s, e)| e - s).collect();
+        // Equal widths (UTC, fixed offsets, no DST change in the range): arithmetic
+        // instead of a CASE per bucket.
+        if widths.windows(2).all(|w| w[0] == w[1]) && widths[0] > 0 {
+            return format!("CAST(({ts} - {first}) / {} AS BIGINT)", widths[0]);
+        }
+        let mut sql = String::from("CASE");
+        for (i, s) in starts.iter().enumerate().skip(1).rev() {
+            sql.push_str(&format!(" WHEN {ts} >= {s} THEN {i}"));
+        }
+        sql.push_str(" ELSE 0 END");
+        format!("CAST({sql} AS BIGINT)")
+    }
+
+    /// The trailing window `[lo, hi)` of each bucket for DAU/WAU/MAU over `days`.
+    fn active_windows(
+        &self,
+        calendar: &Calendar,
+        interval: Interval,
+        days: u32,
+    ) -> Vec<(i64, i64)> {
+        self.ends
+            .iter()
+            .map(|&end| {
+                let e = end.min(self.range.end);
+                if interval == Interval::Hour {
+                    return (e - i64::from(days) * MICROS_PER_DAY, e);
+                }
+                let lo = calendar
+                    .local_date(e - 1)
+                    .and_then(|d| d.checked_sub_days(Days::new(u64::from(days - 1))))
+                    .map(|d| calendar.period_start(d.and_time(chrono::NaiveTime::MIN)))
+                    .unwrap_or(i64::MIN);
+                (lo, e)
+            })
+            .collect()
+    }
+}
+
+/// A compiled trends query.
+pub struct TrendsPlan<'a> {
+    /// The query.
+    pub query: &'a TrendsQuery,
+    /// The tenant, from the query's scope.
+    pub tenant: TenantId,
+    /// The calendar buckets are cut in.
+    pub calendar: Calendar,
+    /// The requested period.
+    pub current: PeriodPlan,
+    /// The previous period, when the query compares.
+    pub previous: Option<PeriodPlan>,
+    dialect: &'a dyn Dialect,
+    ctx: CompileContext<'a>,
+}
+
+/// Compiles a trends query: validates it, resolves its range and buckets.
+pub fn compile_trends<'a>(
+    query: &'a TrendsQuery,
+    dialect: &'a dyn Dialect,
+    ctx: &CompileContext<'a>,
+) -> Result<TrendsPlan<'a>> {
+    query.validate()?;
+    let tenant = scope_tenant(&query.scope)?;
+    let default_tz = match ctx.tenant_time_zone {
+        Some(name) => parse_time_zone("tenant.time_zone", name)?,
+        None => chrono_tz::Tz::UTC,
+    };
+    let calendar = Calendar::from_settings(
+        "time_zone",
+        query.time_zone.as_deref(),
+        default_tz,
+        query.week_start,
+    )?;
+    let range = query.date_range.resolve(ctx.now, &calendar, "date_range")?;
+    let current = PeriodPlan::new(&calendar, range, query.interval)?;
+    let previous = query
+        .compare
+        .then(|| PeriodPlan::new(&calendar, range.previous(&calendar), query.interval))
+        .transpose()?;
+    // Compile every series once now so that unsupported properties fail here, not
+    // half-way through execution.
+    let plan = TrendsPlan {
+        query,
+        tenant,
+        calendar,
+        current,
+        previous,
+        dialect,
+        ctx: ctx.clone(),
+    };
+    for i in 0..query.series.len() {
+        plan.series_sql(i, &plan.current, None)?;
+    }
+    plan.ranking_sql()?;
+    Ok(plan)
+}
+
+impl TrendsPlan<'_> {
+    fn scoped(&self) -> Scoped<'_> {
+        Scoped::new(self.dialect, self.ctx.catalog, self.tenant)
+    }
+
+    /// The metric of a bucket with no rows: 0 for counts and sums, NULL otherwise.
+    pub fn empty_metric(math: &Math) -> Option<f64> {
+        match math {
+            Math::Total | Math::UniquePersons | Math::Dau | Math::Wau | Math::Mau => Some(0.0),
+            Math::Property {
+                aggregation: PropertyAggregation::Sum,
+                ..
+            } => Some(0.0),
+            Math::Property { .. } | Math::PerPerson { .. } => None,
+        }
+    }
+
+    /// With a breakdown: rows of the breakdown columns (`b{i}_s`, `b{i}_n`, `b{i}_b`,
+    /// `b{i}_o` per property: the value when it is a string, number, boolean, array or
+    /// object) and `weight` (BIGINT), the number of matching events of all series in
+    /// the current period.
+    pub fn ranking_sql(&self) -> Result<Option<String>> {
+        let Some(b) = &self.query.breakdown else {
+            return Ok(None);
+        };
+        let s = self.scoped();
+        let cols = s.breakdown_columns(&b.properties)?;
+        let matchers = self.matchers(&s)?;
+        let weight: Vec<String> = matchers
+            .iter()
+            .map(|m| format!("CASE WHEN {m} THEN 1 ELSE 0 END"))
+            .collect();
+        let mut conds = s.time_bounds(Some(self.current.range.start), Some(self.current.range.end));
+        conds.push(join_bool(&matchers, "OR"));
+        let inner_cols: Vec<String> = cols.iter().map(|(e, n)| format!("{e} AS {n}")).collect();
+        let names: Vec<&str> = cols.iter().map(|(_, n)| n.as_str()).collect();
+        Ok(Some(format!(
+            "SELECT {names}, CAST(SUM(w) AS BIGINT) AS weight FROM (SELECT {inner}, {weight} AS w {from}) t GROUP BY {names}{suffix}",
+            names = names.join(", "),
+            inner = inner_cols.join(", "),
+            weight = weight.join(" + "),
+            from = s.scoped_source(&conds),
+            suffix = self.dialect.statement_suffix(),
+        )))
+    }
+
+    /// With a breakdown: one row `n` (BIGINT), the number of matching events in the
+    /// current or previous period outside `top`. The "other" row exists when it is
+    /// positive.
+    pub fn other_count_sql(&self, top: &[BreakdownKey]) -> Result<Option<String>> {
+        let Some(b) = &self.query.breakdown else {
+            return Ok(None);
+        };
+        let s = self.scoped();
+        let row = s.breakdown_row(&b.properties, top)?;
+        let matchers = self.matchers(&s)?;
+        let in_period = |p: &PeriodPlan| {
+            join_bool(
+                &s.time_bounds(Some(p.range.start), Some(p.range.end)),
+                "AND",
+            )
+        };
+        let mut periods = vec![in_period(&self.current)];
+        if let Some(prev) = &self.previous {
+            periods.push(in_period(prev));
+        }
+        let conds = vec![
+            join_bool(&periods, "OR"),
+            join_bool(&matchers, "OR"),
+            format!("{row} = -1"),
+        ];
+        Ok(Some(format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS n {}{}",
+            s.scoped_source(&conds),
+            self.dialect.statement_suffix()
+        )))
+    }
+
+    fn matchers(&self, s: &Scoped<'_>) -> Result<Vec<String>> {
+        self.query
+            .series
+            .iter()
+            .map(|series| s.matcher(&series.matcher(), &self.query.filters))
+            .collect()
+    }
+
+    /// Series `series` over `period`: rows `(bucket_index, row_index, metric)`.
+    /// `row_index` is 0 without a breakdown; with one, the index in `top` or -1 for
+    /// "other". Buckets and rows without events may be missing.
+    pub fn series_sql(
+        &self,
+        series: usize,
+        period: &PeriodPlan,
+        top: Option<&[BreakdownKey]>,
+    ) -> Result<String> {
+        let d = self.dialect;
+        let q = self.query;
+        let Some(sr) = q.series.get(series) else {
+            return Err(crate::Error::Unsupported(format!(
+                "series index {series} out of range"
+            )));
+        };
+        let s = self.scoped();
+        let matcher = s.matcher(&sr.matcher(), &q.filters)?;
+        let row = match (&q.breakdown, top) {
+            (Some(b), Some(top)) => s.breakdown_row(&b.properties, top)?,
+            _ => "CAST(0 AS BIGINT)".to_string(),
+        };
+        let ts = s.ts();
+        let person = s.person();
+        let double = d.double_type();
+        let suffix = d.statement_suffix();
+
+        if let Some(days) = sr.math.active_days() {
+            return self.active_sql(&s, period, days, matcher, &row);
+        }
+        let bucket = period.bucket_expr(&ts);
+        let value = match &sr.math {
+            Math::Property { property, .. } => s
+                .property(property)?
+                .as_number(d)
+                .unwrap_or_else(|| d.typed_null("number").to_string()),
+            _ => format!("CAST(NULL AS {double})"),
+        };
+        let mut conds = s.time_bounds(Some(period.range.start), Some(period.range.end));
+        conds.push(matcher);
+        let from = s.scoped_source(&conds);
+        let inner = format!(
+            "SELECT {bucket} AS bucket_index, {row} AS row_index, {person} AS person_id, {value} AS x {from}"
+        );
+        let agg_x = |agg: PropertyAggregation| match agg {
+            PropertyAggregation::Sum => "SUM(x)".to_string(),
+            PropertyAggregation::Avg => "AVG(x)".to_string(),
+            PropertyAggregation::Min => "MIN(x)".to_string(),
+            PropertyAggregation::Max => "MAX(x)".to_string(),
+            q => d.quantile("x", q.quantile().unwrap_or(0.5)),
+        };
+        Ok(match &sr.math {
+            Math::Total => format!(
+                "SELECT bucket_index, row_index, CAST(COUNT(*) AS {double}) AS metric FROM ({inner}) t GROUP BY bucket_index, row_index{suffix}"
+            ),
+            Math::UniquePersons => format!(
+                "SELECT bucket_index, row_index, CAST(COUNT(DISTINCT person_id) AS {double}) AS metric FROM ({inner}) t GROUP BY bucket_index, row_index{suffix}"
+            ),
+            Math::Property { aggregation, .. } => format!(
+                "SELECT bucket_index, row_index, CAST({} AS {double}) AS metric FROM ({inner}) t WHERE x IS NOT NULL GROUP BY bucket_index, row_index{suffix}",
+                agg_x(*aggregation)
+            ),
+            Math::PerPerson { aggregation } => {
+                let agg = match aggregation {
+                    PerPersonAggregation::Avg => "AVG(x)".to_string(),
+                    PerPersonAggregation::Max => "MAX(x)".to_string(),
+                    PerPersonAggregation::Median => d.quantile("x", 0.5),
+                };
+                format!(
+                    "SELECT bucket_index, row_index, CAST({agg} AS {double}) AS metric FROM (\
+                     SELECT bucket_index, row_index, person_id, CAST(COUNT(*) AS {double}) AS x FROM ({inner}) t0 \
+                     GROUP BY bucket_index, row_index, person_id) t GROUP BY bucket_index, row_index{suffix}"
+                )
+            }
+            // Answered by `active_sql` before `matcher` was used here.
+            Math::Dau | Math::Wau | Math::Mau => {
+                return Err(crate::Error::Unsupported("active-persons math".to_string()));
+            }
+        })
+    }
+
+    /// DAU/WAU/MAU: each event joins the buckets whose trailing window holds it.
+    fn active_sql(
+        &self,
+        s: &Scoped<'_>,
+        period: &PeriodPlan,
+        days: u32,
+        matcher: String,
+        row: &str,
+    ) -> Result<String> {
+        let d = self.dialect;
+        let q = self.query;
+        let ts = s.ts();
+        let person = s.person();
+        let double = d.double_type();
+        let suffix = d.statement_suffix();
+        let windows = period.active_windows(&self.calendar, q.interval, days);
+        let lo = windows
+            .iter()
+            .map(|w| w.0)
+            .min()
+            .unwrap_or(period.range.start);
+        let rows: Vec<Vec<i64>> = windows
+            .iter()
+            .enumerate()
+            .map(|(i, (lo, hi))| vec![i as i64, *lo, *hi])
+            .collect();
+        let mut conds = s.time_bounds(Some(lo), Some(period.range.end));
+        conds.push(matcher);
+        let from = s.scoped_source(&conds);
+        Ok(format!(
+            "SELECT w.bucket_index, t.row_index, CAST(COUNT(DISTINCT t.person_id) AS {double}) AS metric \
+                 FROM (SELECT {ts} AS ts, {row} AS row_index, {person} AS person_id {from}) t \
+                 CROSS JOIN {values} WHERE t.ts >= w.lo AND t.ts < w.hi \
+                 GROUP BY w.bucket_index, t.row_index{suffix}",
+            values = d.values_table("w", &["bucket_index", "lo", "hi"], &rows),
+        ))
+    }
+}

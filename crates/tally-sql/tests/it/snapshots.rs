@@ -1,0 +1,149 @@
+use std::path::{Path, PathBuf};
+
+use tally_query::Query;
+use tally_sql::{
+    BreakdownKey, ClickHouseDialect, CompileContext, DataFusionDialect, Dialect, KeyColumns,
+    PropertyCatalog, PropertyValue, compile_trends,
+};
+
+/// 2024-01-10T12:00:00Z.
+const NOW: i64 = 1_704_888_000_000_000;
+
+fn catalog() -> PropertyCatalog {
+    let mut c = PropertyCatalog::new();
+    c.insert(
+        "plan",
+        KeyColumns {
+            string: true,
+            ..KeyColumns::default()
+        },
+    );
+    c.insert(
+        "amount",
+        KeyColumns {
+            string: true,
+            number: true,
+            ..KeyColumns::default()
+        },
+    );
+    // A hostile materialised key: quotes, backslash, NUL, the column separator.
+    c.insert(
+        "we\"ird'\\key\0:x",
+        KeyColumns {
+            string: true,
+            boolean: true,
+            other: true,
+            ..KeyColumns::default()
+        },
+    );
+    c
+}
+
+fn render(query: &Query, dialect: &dyn Dialect) -> String {
+    let catalog = catalog();
+    let ctx = CompileContext {
+        now: NOW,
+        tenant_time_zone: Some("Europe/Berlin"),
+        catalog: &catalog,
+    };
+    let mut out = String::new();
+    match query {
+        Query::Trends(q) => {
+            let plan = match compile_trends(q, dialect, &ctx) {
+                Ok(plan) => plan,
+                Err(e) => return format!("-- error: {e}\n"),
+            };
+            let top = vec![
+                BreakdownKey(vec![
+                    PropertyValue::String("pro".into());
+                    q.breakdown.as_ref().map_or(0, |b| b.properties.len())
+                ]),
+                BreakdownKey(vec![
+                    PropertyValue::Null;
+                    q.breakdown.as_ref().map_or(0, |b| b.properties.len())
+                ]),
+            ];
+            if let Some(sql) = plan.ranking_sql().unwrap() {
+                out.push_str(&format!("-- ranking\n{sql};\n"));
+            }
+            if let Some(sql) = plan.other_count_sql(&top).unwrap() {
+                out.push_str(&format!("-- other\n{sql};\n"));
+            }
+            let top = q.breakdown.as_ref().map(|_| top.as_slice());
+            for i in 0..q.series.len() {
+                let sql = plan.series_sql(i, &plan.current, top).unwrap();
+                out.push_str(&format!("-- series {i}, current\n{sql};\n"));
+                if let Some(prev) = &plan.previous {
+                    let sql = plan.series_sql(i, prev, top).unwrap();
+                    out.push_str(&format!("-- series {i}, previous\n{sql};\n"));
+                }
+            }
+        }
+        other => out.push_str(&format!(
+            "-- not compiled here: {:?}\n",
+            std::mem::discriminant(other)
+        )),
+    }
+    out
+}
+
+fn snapshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots")
+}
+
+#[test]
+fn queries_compile_to_the_recorded_sql() {
+    let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(snapshot_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 5, "snapshot cases missing");
+    let mut failures = Vec::new();
+    for case in &cases {
+        let query: Query = serde_json::from_str(&std::fs::read_to_string(case).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
+        for dialect in [&DataFusionDialect as &dyn Dialect, &ClickHouseDialect] {
+            let actual = render(&query, dialect);
+            let expected_path = case.with_extension(format!("{}.sql", dialect.name()));
+            if update {
+                std::fs::write(&expected_path, &actual).unwrap();
+                continue;
+            }
+            let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+            if expected != actual {
+                failures.push(format!(
+                    "{}:\n--- expected\n{expected}\n--- actual\n{actual}",
+                    expected_path.display()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_statement_is_scoped_to_the_query_tenant() {
+    for case in std::fs::read_dir(snapshot_dir()).unwrap() {
+        let path = case.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".datafusion.sql") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for stmt in text.split(";\n").filter(|s| s.contains("SELECT")) {
+                assert!(
+                    stmt.contains("FROM tenant_7_events AS e LEFT JOIN tenant_7_person_map AS pm"),
+                    "{name}: {stmt}"
+                );
+                assert!(!stmt.contains("tenant_8"), "{name}");
+            }
+        } else if name.ends_with(".clickhouse.sql") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            for stmt in text.split(";\n").filter(|s| s.contains("SELECT")) {
+                assert!(stmt.contains("WHERE e.tenant_id = 7"), "{name}: {stmt}");
+                assert!(stmt.contains("AND pm.tenant_id = 7"), "{name}: {stmt}");
+            }
+        }
+    }
+}

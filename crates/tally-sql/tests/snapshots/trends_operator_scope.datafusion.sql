@@ -1,0 +1,1 @@
+-- error: not supported by the SQL compiler yet: operator (cross-tenant) queries; run them per tenant
