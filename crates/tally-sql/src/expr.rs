@@ -439,7 +439,12 @@ impl<'a> Scoped<'a> {
                 let parts: Vec<String> = v.present().map(|e| format!("{e} IS NULL")).collect();
                 join_bool(&parts, "AND")
             }
-            PropertyValue::String(s) => eq(&v.string, self.lit(s)),
+            // Arrays and objects canonicalise to their JSON text, a string.
+            PropertyValue::String(s) => format!(
+                "({} OR {})",
+                eq(&v.string, self.lit(s)),
+                eq(&v.other, self.lit(s))
+            ),
             PropertyValue::Number(n) => eq(&v.number, float_literal(d, *n)),
             PropertyValue::Bool(b) => eq(&v.boolean, bool_lit(*b).to_string()),
             PropertyValue::Other(s) => eq(&v.other, self.lit(s)),

@@ -1,0 +1,532 @@
+//! Executes Tally queries on the embedded store: compiles them with `tally-sql`'s
+//! [`DataFusionDialect`], registers exactly the relations the SQL names (the query
+//! tenant's events table and its identity map), runs the statements under a memory
+//! limit and a timeout, and assembles `tally_query` results.
+//!
+//! Owns: per-query DataFusion sessions, the person-map tables (built from an
+//! [`IdentitySource`] and cached per tenant by map version), the `tally_*` scalar
+//! functions ([`udf`]), breakdown ranking and zero-filling, formulas.
+//!
+//! Does not own: SQL text (tally-sql), query semantics (tally-query), storage
+//! (tally-store). Trends are executed; funnels and retention are not yet (see
+//! `docs/QUERY-ENGINE.md`).
+
+pub mod udf;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{
+    Array, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, StringBuilder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use parking_lot::Mutex;
+use serde_json::Value;
+use tally_core::{Classify, ErrorClass, TenantId};
+use tally_query::filter::semantics::compare_breakdown_values;
+use tally_query::trends::{TrendsPeriod, TrendsRow};
+use tally_query::{BreakdownValue, Scope, TrendsQuery, TrendsResult};
+use tally_sql::{
+    BreakdownKey, CompileContext, DataFusionDialect, KeyColumns, PeriodPlan, PropertyCatalog,
+    PropertyValue, TrendsPlan, compile_trends,
+};
+use tally_store::{EmbeddedStore, parse_property_column};
+
+/// Result of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The query cannot be compiled (invalid or unsupported).
+    #[error(transparent)]
+    Compile(#[from] tally_sql::Error),
+    /// The store failed to provide the tenant's table.
+    #[error("store: {0}")]
+    Store(#[from] tally_store::Error),
+    /// The identity map could not be read.
+    #[error("identity map: {0}")]
+    Identities(String),
+    /// The query ran out of its memory budget.
+    #[error(
+        "the query needs more than its memory limit of {limit_bytes} bytes; narrow the date range or filters"
+    )]
+    MemoryLimit {
+        /// The limit.
+        limit_bytes: usize,
+    },
+    /// The query ran longer than its time limit.
+    #[error("the query ran longer than its time limit of {0:?}")]
+    Timeout(Duration),
+    /// DataFusion failed for another reason.
+    #[error("query execution: {0}")]
+    Execution(String),
+}
+
+impl Classify for Error {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Error::Compile(e) => e.class(),
+            Error::MemoryLimit { .. } => ErrorClass::BadRequest,
+            Error::Timeout(_) => ErrorClass::BadRequest,
+            Error::Store(_) | Error::Identities(_) | Error::Execution(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+/// Where the engine reads identity merges from: `(version, [(distinct_id,
+/// person_id)])` for a tenant. The metadata store implements it (an adapter over
+/// `tally_meta::PersonStore::distinct_id_map` rendering person UUIDs as text).
+#[async_trait::async_trait]
+pub trait IdentitySource: Send + Sync {
+    /// The tenant's identity map and its version (changes whenever the map does).
+    async fn distinct_id_map(
+        &self,
+        tenant: TenantId,
+    ) -> std::result::Result<(u64, Vec<(String, String)>), String>;
+}
+
+/// Limits applied to every query.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// DataFusion memory pool size per query.
+    pub memory_limit_bytes: usize,
+    /// Wall-clock limit per query.
+    pub query_timeout: Duration,
+    /// DataFusion target partitions (parallelism).
+    pub target_partitions: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            memory_limit_bytes: 2 << 30,
+            query_timeout: Duration::from_secs(30),
+            target_partitions: 2,
+        }
+    }
+}
+
+/// The query engine over one embedded store.
+pub struct Engine {
+    store: Arc<EmbeddedStore>,
+    identities: Arc<dyn IdentitySource>,
+    config: EngineConfig,
+    person_maps: Mutex<HashMap<TenantId, (u64, Arc<MemTable>)>>,
+}
+
+impl Engine {
+    /// An engine reading `store` with identities from `identities`.
+    pub fn new(
+        store: Arc<EmbeddedStore>,
+        identities: Arc<dyn IdentitySource>,
+        config: EngineConfig,
+    ) -> Self {
+        Engine {
+            store,
+            identities,
+            config,
+            person_maps: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Answers a trends query at instant `now` (UTC microseconds) for a tenant whose
+    /// time-zone setting is `tenant_time_zone`.
+    pub async fn trends(
+        &self,
+        query: &TrendsQuery,
+        now: i64,
+        tenant_time_zone: Option<&str>,
+    ) -> Result<TrendsResult> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.config.query_timeout,
+            self.trends_inner(query, now, tenant_time_zone),
+        )
+        .await
+        .unwrap_or(Err(Error::Timeout(self.config.query_timeout)));
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("tally_engine_queries_total", "kind" => "trends", "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("tally_engine_query_seconds", "kind" => "trends")
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn trends_inner(
+        &self,
+        query: &TrendsQuery,
+        now: i64,
+        tenant_time_zone: Option<&str>,
+    ) -> Result<TrendsResult> {
+        let Scope::Tenant(tenant) = query.scope else {
+            // The compiler refuses operator scopes with a clear error.
+            let catalog = PropertyCatalog::new();
+            let ctx = CompileContext {
+                now,
+                tenant_time_zone,
+                catalog: &catalog,
+            };
+            compile_trends(query, &DataFusionDialect, &ctx)?;
+            return Err(Error::Execution("operator scope".to_string()));
+        };
+        let session = self.session(tenant).await?;
+        let catalog = self.catalog(tenant)?;
+        let ctx = CompileContext {
+            now,
+            tenant_time_zone,
+            catalog: &catalog,
+        };
+        let plan = compile_trends(query, &DataFusionDialect, &ctx)?;
+
+        // Breakdown: rank keys on the current period, merged by canonical value.
+        let mut top: Option<Vec<Vec<Value>>> = None;
+        let mut with_other = false;
+        if let (Some(b), Some(sql)) = (&query.breakdown, plan.ranking_sql()?) {
+            let batches = self.run(&session, &sql).await?;
+            let mut weights: Vec<(Vec<Value>, i64)> = Vec::new();
+            for batch in &batches {
+                let weight = int_column(batch, batch.num_columns() - 1)?;
+                for r in 0..batch.num_rows() {
+                    let key = (0..b.properties.len())
+                        .map(|i| breakdown_value(batch, i, r))
+                        .collect::<Result<Vec<_>>>()?;
+                    let w = weight.value(r);
+                    match weights.iter_mut().find(|(k, _)| keys_equal(k, &key)) {
+                        Some((_, total)) => *total += w,
+                        None => weights.push((key, w)),
+                    }
+                }
+            }
+            weights.sort_by(|(ka, wa), (kb, wb)| wb.cmp(wa).then_with(|| compare_keys(ka, kb)));
+            weights.truncate(b.limit as usize);
+            let keys: Vec<Vec<Value>> = weights.into_iter().map(|(k, _)| k).collect();
+            let sql_keys = to_sql_keys(&keys);
+            if let Some(sql) = plan.other_count_sql(&sql_keys)? {
+                let batches = self.run(&session, &sql).await?;
+                with_other = batches
+                    .iter()
+                    .any(|b| b.num_rows() > 0 && int_column(b, 0).is_ok_and(|c| c.value(0) > 0));
+            }
+            top = Some(keys);
+        }
+        let sql_top = top.as_ref().map(|k| to_sql_keys(k));
+
+        let current = self
+            .period(
+                &session,
+                &plan,
+                &plan.current,
+                sql_top.as_deref(),
+                top.as_deref(),
+                with_other,
+            )
+            .await?;
+        let previous = match &plan.previous {
+            Some(p) => Some(
+                self.period(
+                    &session,
+                    &plan,
+                    p,
+                    sql_top.as_deref(),
+                    top.as_deref(),
+                    with_other,
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        Ok(TrendsResult { current, previous })
+    }
+
+    async fn period(
+        &self,
+        session: &SessionContext,
+        plan: &TrendsPlan<'_>,
+        period: &PeriodPlan,
+        sql_top: Option<&[BreakdownKey]>,
+        top: Option<&[Vec<Value>]>,
+        with_other: bool,
+    ) -> Result<TrendsPeriod> {
+        let q = plan.query;
+        // Rows: all (no breakdown), or the top keys then "other".
+        let mut rows: Vec<(i64, Option<BreakdownValue>)> = match top {
+            None => vec![(0, None)],
+            Some(keys) => keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (i as i64, Some(BreakdownValue::Values { values: k.clone() })))
+                .collect(),
+        };
+        if top.is_some() && with_other {
+            rows.push((-1, Some(BreakdownValue::Other)));
+        }
+        let buckets = period.buckets.len();
+        let mut series_rows = Vec::new();
+        let mut by_row: Vec<Vec<Vec<Option<f64>>>> = vec![Vec::new(); rows.len()];
+        for (si, s) in q.series.iter().enumerate() {
+            let sql = plan.series_sql(si, period, sql_top)?;
+            let batches = self.run(session, &sql).await?;
+            let empty = TrendsPlan::empty_metric(&s.math);
+            let mut values = vec![vec![empty; buckets]; rows.len()];
+            for batch in &batches {
+                let bucket = int_column(batch, 0)?;
+                let row = int_column(batch, 1)?;
+                let metric = float_column(batch, 2)?;
+                for r in 0..batch.num_rows() {
+                    let Some(ri) = rows.iter().position(|(id, _)| *id == row.value(r)) else {
+                        continue;
+                    };
+                    let Ok(b) = usize::try_from(bucket.value(r)) else {
+                        continue;
+                    };
+                    if b < buckets {
+                        values[ri][b] = if metric.is_null(r) {
+                            empty
+                        } else {
+                            Some(metric.value(r))
+                        };
+                    }
+                }
+            }
+            for (ri, (_, label)) in rows.iter().enumerate() {
+                by_row[ri].push(values[ri].clone());
+                series_rows.push(TrendsRow {
+                    series: Some(si as u32),
+                    label: s
+                        .label
+                        .clone()
+                        .or_else(|| s.event.clone())
+                        .unwrap_or_else(|| "All events".to_string()),
+                    breakdown: label.clone(),
+                    values: values[ri].clone(),
+                });
+            }
+        }
+        let formula = q
+            .parsed_formula()
+            .map_err(tally_sql::Error::from)?
+            .map(|f| {
+                rows.iter()
+                    .zip(&by_row)
+                    .map(|((_, label), series)| TrendsRow {
+                        series: None,
+                        label: q.formula.clone().unwrap_or_default(),
+                        breakdown: label.clone(),
+                        values: (0..buckets)
+                            .map(|b| {
+                                let at: Vec<Option<f64>> = series.iter().map(|v| v[b]).collect();
+                                f.eval(&at)
+                            })
+                            .collect(),
+                    })
+                    .collect()
+            });
+        Ok(TrendsPeriod {
+            buckets: period.buckets.clone(),
+            series: series_rows,
+            formula,
+        })
+    }
+
+    /// A session that sees exactly the tenant's events and identity map, under the
+    /// memory limit, with the `tally_*` functions.
+    async fn session(&self, tenant: TenantId) -> Result<SessionContext> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.config.memory_limit_bytes, 1.0)
+            .build_arc()
+            .map_err(|e| Error::Execution(e.to_string()))?;
+        let config = SessionConfig::new()
+            .with_information_schema(false)
+            .with_target_partitions(self.config.target_partitions.max(1));
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        udf::register(&ctx);
+        let events = self.store.events_table(tenant)?;
+        ctx.register_table(
+            DataFusionDialect::events_table_name(tenant),
+            Arc::new(events),
+        )
+        .map_err(|e| Error::Execution(e.to_string()))?;
+        let map = self.person_map(tenant).await?;
+        ctx.register_table(DataFusionDialect::person_map_table_name(tenant), map)
+            .map_err(|e| Error::Execution(e.to_string()))?;
+        Ok(ctx)
+    }
+
+    /// The tenant's identity map as a table, rebuilt only when its version changes.
+    async fn person_map(&self, tenant: TenantId) -> Result<Arc<MemTable>> {
+        let (version, pairs) = self
+            .identities
+            .distinct_id_map(tenant)
+            .await
+            .map_err(Error::Identities)?;
+        if let Some((v, table)) = self.person_maps.lock().get(&tenant)
+            && *v == version
+        {
+            return Ok(table.clone());
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("distinct_id", DataType::Utf8, false),
+            Field::new("person_id", DataType::Utf8, false),
+        ]));
+        let mut ids = StringBuilder::new();
+        let mut persons = StringBuilder::new();
+        for (d, p) in &pairs {
+            ids.append_value(d);
+            persons.append_value(p);
+        }
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(ids.finish()), Arc::new(persons.finish())],
+        )
+        .map_err(|e| Error::Execution(e.to_string()))?;
+        let table = Arc::new(
+            MemTable::try_new(schema, vec![vec![batch]])
+                .map_err(|e| Error::Execution(e.to_string()))?,
+        );
+        self.person_maps
+            .lock()
+            .insert(tenant, (version, table.clone()));
+        Ok(table)
+    }
+
+    /// The tenant's materialised keys and their typed columns, from the table schema
+    /// (a column exists only if the store materialised the key with that type).
+    fn catalog(&self, tenant: TenantId) -> Result<PropertyCatalog> {
+        let store_catalog = self.store.property_catalog(tenant);
+        let table = self.store.events_table(tenant)?;
+        let schema = datafusion::catalog::TableProvider::schema(&table);
+        let mut keys: HashMap<String, KeyColumns> = HashMap::new();
+        for field in schema.fields() {
+            if let Some((ty, key)) = parse_property_column(field.name()) {
+                let cols = keys.entry(key.to_string()).or_default();
+                match ty {
+                    tally_store::PropertyType::Str => cols.string = true,
+                    tally_store::PropertyType::Num => cols.number = true,
+                    tally_store::PropertyType::Bool => cols.boolean = true,
+                }
+            }
+        }
+        let mut catalog = PropertyCatalog::new();
+        for (key, stats) in &store_catalog.keys {
+            if stats.materialized {
+                let mut cols = keys.get(key).copied().unwrap_or_default();
+                cols.other = stats.other > 0;
+                catalog.insert(key.clone(), cols);
+            }
+        }
+        Ok(catalog)
+    }
+
+    async fn run(&self, session: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>> {
+        tracing::debug!(sql, "running statement");
+        let df = session.sql(sql).await.map_err(|e| self.df_error(e))?;
+        df.collect().await.map_err(|e| self.df_error(e))
+    }
+
+    fn df_error(&self, e: datafusion::error::DataFusionError) -> Error {
+        let text = e.to_string();
+        if text.contains("Resources exhausted") {
+            Error::MemoryLimit {
+                limit_bytes: self.config.memory_limit_bytes,
+            }
+        } else {
+            Error::Execution(text)
+        }
+    }
+}
+
+fn int_column(batch: &RecordBatch, i: usize) -> Result<Int64Array> {
+    let array =
+        cast(batch.column(i), &DataType::Int64).map_err(|e| Error::Execution(e.to_string()))?;
+    array
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| Error::Execution(format!("column {i} is not an integer")))
+}
+
+fn float_column(batch: &RecordBatch, i: usize) -> Result<Float64Array> {
+    let array =
+        cast(batch.column(i), &DataType::Float64).map_err(|e| Error::Execution(e.to_string()))?;
+    array
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .cloned()
+        .ok_or_else(|| Error::Execution(format!("column {i} is not a number")))
+}
+
+fn string_column(batch: &RecordBatch, i: usize) -> Result<StringArray> {
+    let array =
+        cast(batch.column(i), &DataType::Utf8).map_err(|e| Error::Execution(e.to_string()))?;
+    array
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| Error::Execution(format!("column {i} is not text")))
+}
+
+/// The canonical value of breakdown property `p` on row `r` of a ranking batch
+/// (four columns per property: string, number, boolean, other).
+fn breakdown_value(batch: &RecordBatch, p: usize, r: usize) -> Result<Value> {
+    let base = p * 4;
+    let s = string_column(batch, base)?;
+    if !s.is_null(r) {
+        return Ok(PropertyValue::String(s.value(r).to_string()).to_canonical());
+    }
+    let n = float_column(batch, base + 1)?;
+    if !n.is_null(r) {
+        return Ok(PropertyValue::Number(n.value(r)).to_canonical());
+    }
+    let b = cast(batch.column(base + 2), &DataType::Boolean)
+        .map_err(|e| Error::Execution(e.to_string()))?;
+    if let Some(b) = b.as_any().downcast_ref::<BooleanArray>()
+        && !b.is_null(r)
+    {
+        return Ok(Value::Bool(b.value(r)));
+    }
+    let o = string_column(batch, base + 3)?;
+    if !o.is_null(r) {
+        return Ok(PropertyValue::Other(o.value(r).to_string()).to_canonical());
+    }
+    Ok(Value::Null)
+}
+
+fn compare_keys(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        match compare_breakdown_values(x, y) {
+            std::cmp::Ordering::Equal => {}
+            other => return other,
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+fn keys_equal(a: &[Value], b: &[Value]) -> bool {
+    compare_keys(a, b) == std::cmp::Ordering::Equal
+}
+
+/// Canonical keys back to SQL match values. A canonical string matches a string
+/// value or an array/object whose JSON text it is (both canonicalise to it).
+fn to_sql_keys(keys: &[Vec<Value>]) -> Vec<BreakdownKey> {
+    keys.iter()
+        .map(|k| {
+            BreakdownKey(
+                k.iter()
+                    .map(|v| match v {
+                        Value::Null => PropertyValue::Null,
+                        Value::Bool(b) => PropertyValue::Bool(*b),
+                        Value::Number(n) => PropertyValue::Number(n.as_f64().unwrap_or(f64::NAN)),
+                        Value::String(s) => PropertyValue::String(s.clone()),
+                        other => PropertyValue::Other(other.to_string()),
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}

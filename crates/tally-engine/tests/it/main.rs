@@ -1,0 +1,3 @@
+//! The engine against `tally_query::reference` on generated event sets.
+
+mod trends;
