@@ -110,7 +110,12 @@ impl LocalPipeline {
         let store_lsn = store.durable_lsn();
         let identity_lsn = persons.applied_lsn().await?;
         let from = store_lsn.min(identity_lsn);
-        tracing::info!(store_lsn, identity_lsn, last_lsn = wal.last_lsn(), "Replaying write-ahead log.");
+        tracing::info!(
+            store_lsn,
+            identity_lsn,
+            last_lsn = wal.last_lsn(),
+            "Replaying write-ahead log."
+        );
 
         let mut report = StartupReport {
             wal: format!("{recovery:?}"),
@@ -158,7 +163,10 @@ impl LocalPipeline {
             store,
             persons,
             sequencer: Mutex::new(Sequencer::new(last_lsn + 1)),
-            identity_queue: Mutex::new(IdentityQueue { through_lsn: last_lsn, ..IdentityQueue::default() }),
+            identity_queue: Mutex::new(IdentityQueue {
+                through_lsn: last_lsn,
+                ..IdentityQueue::default()
+            }),
             identity_wakeup: Notify::new(),
             config,
             shutdown,
@@ -216,8 +224,12 @@ impl EventSink for LocalPipeline {
         }
         let buffered = inner.store.buffered_bytes();
         if buffered > inner.config.max_buffer_bytes {
-            metrics::counter!("tally_pipeline_backpressure_total", "reason" => "store_buffer").increment(1);
-            return Err(SinkError::Overloaded { reason: "store buffer full", retry_after: Duration::from_secs(2) });
+            metrics::counter!("tally_pipeline_backpressure_total", "reason" => "store_buffer")
+                .increment(1);
+            return Err(SinkError::Overloaded {
+                reason: "store buffer full",
+                retry_after: Duration::from_secs(2),
+            });
         }
         let payload = serde_json::to_vec(&batch).map_err(|e| SinkError::Internal(e.to_string()))?;
         let durable = inner.wal.append(payload).map_err(sink_error_from_wal)?;
@@ -229,9 +241,12 @@ impl EventSink for LocalPipeline {
             let lsn = durable.await.map_err(sink_error_from_wal)?;
             let applied = inner.sequencer.lock().enqueue(lsn, batch);
             inner.drain_sequencer();
-            applied.await.unwrap_or_else(|_| Err(SinkError::Internal("apply dropped".into())))
+            applied
+                .await
+                .unwrap_or_else(|_| Err(SinkError::Internal("apply dropped".into())))
         });
-        task.await.map_err(|e| SinkError::Internal(format!("apply task failed: {e}")))?
+        task.await
+            .map_err(|e| SinkError::Internal(format!("apply task failed: {e}")))?
     }
 }
 
@@ -318,7 +333,8 @@ impl Inner {
         let started = Instant::now();
         match self.persons.apply_events(through_lsn, &batches).await {
             Ok(stats) => {
-                metrics::histogram!("tally_pipeline_identity_apply_seconds").record(started.elapsed().as_secs_f64());
+                metrics::histogram!("tally_pipeline_identity_apply_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 tracing::debug!(?stats, through_lsn, "Applied identity effects.");
                 Ok(())
             }
@@ -350,15 +366,27 @@ impl Inner {
 
 /// The events of a batch that change persons or groups, if any.
 fn identity_effects(batch: &EventBatch) -> Option<EventBatch> {
-    let events: Vec<Event> = batch.events.iter().filter(|e| tally_meta::has_identity_effects(e)).cloned().collect();
-    (!events.is_empty()).then(|| EventBatch { tenant: batch.tenant, events })
+    let events: Vec<Event> = batch
+        .events
+        .iter()
+        .filter(|e| tally_meta::has_identity_effects(e))
+        .cloned()
+        .collect();
+    (!events.is_empty()).then(|| EventBatch {
+        tenant: batch.tenant,
+        events,
+    })
 }
 
 fn sink_error_from_wal(e: tally_wal::Error) -> SinkError {
     match e {
         tally_wal::Error::Backpressure { .. } => {
-            metrics::counter!("tally_pipeline_backpressure_total", "reason" => "wal_pending").increment(1);
-            SinkError::Overloaded { reason: "write-ahead log behind", retry_after: Duration::from_secs(1) }
+            metrics::counter!("tally_pipeline_backpressure_total", "reason" => "wal_pending")
+                .increment(1);
+            SinkError::Overloaded {
+                reason: "write-ahead log behind",
+                retry_after: Duration::from_secs(1),
+            }
         }
         tally_wal::Error::Stopped { .. } => SinkError::Unavailable(e.to_string()),
         other => SinkError::Internal(other.to_string()),

@@ -19,16 +19,26 @@ pub struct Sequencer {
 
 impl Sequencer {
     pub fn new(next: u64) -> Self {
-        Sequencer { next, parked: BTreeMap::new() }
+        Sequencer {
+            next,
+            parked: BTreeMap::new(),
+        }
     }
 
     /// Parks a durable batch; the receiver resolves once it has been applied.
-    pub fn enqueue(&mut self, lsn: u64, batch: EventBatch) -> oneshot::Receiver<Result<(), SinkError>> {
+    pub fn enqueue(
+        &mut self,
+        lsn: u64,
+        batch: EventBatch,
+    ) -> oneshot::Receiver<Result<(), SinkError>> {
         let (tx, rx) = oneshot::channel();
         if lsn < self.next {
             // Cannot happen with a correct log (LSNs are unique and start after the
             // replayed ones); refuse rather than apply out of order.
-            let _ = tx.send(Err(SinkError::Internal(format!("LSN {lsn} arrived after {} was applied", self.next - 1))));
+            let _ = tx.send(Err(SinkError::Internal(format!(
+                "LSN {lsn} arrived after {} was applied",
+                self.next - 1
+            ))));
         } else {
             self.parked.insert(lsn, (batch, tx));
         }
@@ -50,7 +60,10 @@ mod tests {
     use tally_core::TenantId;
 
     fn batch(n: u32) -> EventBatch {
-        EventBatch { tenant: TenantId(n), events: vec![] }
+        EventBatch {
+            tenant: TenantId(n),
+            events: vec![],
+        }
     }
 
     #[test]
