@@ -21,10 +21,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "Tests"
 if cargo nextest --version >/dev/null 2>&1; then
-    # nextest runs test binaries in parallel processes and prints a summary line CI reads.
-    cargo nextest run --workspace --locked --no-fail-fast
-    # nextest does not run doctests.
+    # nextest does not run doctests, so those go first; nextest's summary line
+    # ("N tests run: N passed") is then the last thing printed.
     cargo test --workspace --locked --doc
+    # nextest runs test binaries in parallel processes.
+    cargo nextest run --workspace --locked --no-fail-fast
 else
     cargo test --workspace --locked --no-fail-fast
 fi
