@@ -27,5 +27,5 @@ mod server;
 pub use config::{Cidr, CidrParseError, IngestConfig, Limits};
 pub use enrich::{Enricher, GeoInfo, UserAgentInfo};
 pub use error::{EventRejection, IngestError, RejectReason, Result};
-pub use normalize::{RequestContext, normalize_json_event};
+pub use normalize::{RequestContext, json_type, normalize_json_event};
 pub use server::{IngestState, router};

@@ -104,7 +104,8 @@ pub(crate) fn not_an_object(index: usize, value: &Value) -> EventRejection {
     )
 }
 
-pub(crate) fn json_type(v: &Value) -> &'static str {
+/// "a string", "an object", ...: how error messages name a JSON value's type.
+pub fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

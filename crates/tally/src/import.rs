@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use tally_core::event::uuid_from_dedup_key;
 use tally_core::time::format_micros;
 use tally_core::{Event, TenantId};
-use tally_ingest::{Enricher, IngestConfig, RequestContext, normalize_json_event};
+use tally_ingest::{Enricher, IngestConfig, RequestContext, json_type, normalize_json_event};
 
 use crate::cli::{GlobalArgs, ImportArgs, ImportFormat};
 
@@ -235,7 +235,7 @@ impl Importer {
                 Ok(Value::Object(object)) => self.push_object(origin, object, &line).await?,
                 Ok(other) => self.report_bad(
                     &origin,
-                    format!("expected a JSON object, got {}", json_kind(&other)),
+                    format!("expected a JSON object, got {}", json_type(&other)),
                 ),
                 Err(e) => self.report_bad(&origin, format!("invalid JSON: {e}")),
             }
@@ -538,17 +538,6 @@ fn finite(f: f64) -> Value {
     serde_json::Number::from_f64(f)
         .map(Value::Number)
         .unwrap_or(Value::Null)
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// An event in the native endpoint's shape, carrying everything normalisation produced.
