@@ -196,3 +196,106 @@ fn demo_creates_tenants_with_events() {
     assert_eq!(events.len() as u64, tenants[0]["events"].as_u64().unwrap());
     assert!(events.iter().any(|e| e["event"] == json!("$identify")));
 }
+
+#[test]
+fn import_parquet_turns_other_columns_into_typed_properties() {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    create_tenant(dir.path(), "acme");
+    let mut server = Server::start(dir.path(), &[]);
+    let file = dir.path().join("events.parquet");
+    {
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "event",
+                Arc::new(StringArray::from(vec!["signed_up", "purchase", "purchase"])),
+            ),
+            (
+                "user_id",
+                Arc::new(StringArray::from(vec!["u1", "u1", "undefined"])),
+            ),
+            (
+                "timestamp",
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![
+                        1_790_000_000_000_000,
+                        1_790_000_100_000_000,
+                        1_790_000_200_000_000,
+                    ])
+                    .with_timezone("UTC"),
+                ),
+            ),
+            (
+                "plan",
+                Arc::new(StringArray::from(vec![Some("pro"), None, Some("pro")])),
+            ),
+            (
+                "amount",
+                Arc::new(Float64Array::from(vec![None, Some(99.5), Some(1.0)])),
+            ),
+            (
+                "is_trial",
+                Arc::new(BooleanArray::from(vec![true, false, false])),
+            ),
+        ];
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&file).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+    for _ in 0..2 {
+        let out = Command::new(tally_bin())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "import",
+                "--tenant",
+                "acme",
+                "--quiet",
+                "--distinct-id-column",
+                "user_id",
+                "--url",
+                &server.url(),
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Row 3 has a placeholder distinct id: reported with its row number, the rest imported.
+        assert!(!out.status.success());
+        assert!(stderr.contains("row 3"), "{stderr}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("imported 2"),
+            "{stderr}"
+        );
+    }
+    server.stop();
+    let events = export_events(dir.path(), "acme");
+    assert_eq!(events.len(), 2, "re-importing adds nothing: {events:#?}");
+    let purchase = events
+        .iter()
+        .find(|e| e["event"] == json!("purchase"))
+        .unwrap();
+    assert_eq!(purchase["properties"]["amount"], json!(99.5));
+    assert_eq!(purchase["properties"]["is_trial"], json!(false));
+    assert!(
+        purchase["properties"].get("plan").is_none(),
+        "null cells are absent: {purchase}"
+    );
+    let signup = events
+        .iter()
+        .find(|e| e["event"] == json!("signed_up"))
+        .unwrap();
+    assert_eq!(signup["timestamp"], json!("2026-09-21T14:13:20.000000Z"));
+    assert_eq!(signup["properties"]["plan"], json!("pro"));
+}
