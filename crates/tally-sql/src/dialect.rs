@@ -88,6 +88,10 @@ pub trait Dialect {
     /// Appended to every statement (session settings the semantics rely on).
     fn statement_suffix(&self) -> &'static str;
 
+    /// The name of the per-person funnel aggregate (contract in [`crate::funnel`]), or
+    /// `None` when the dialect has no aggregate with exactly those semantics.
+    fn funnel_aggregate(&self) -> Option<&'static str>;
+
     /// A literal table `alias(columns...)` of BIGINT rows, to be `CROSS JOIN`ed.
     fn values_table(&self, alias: &str, columns: &[&str], rows: &[Vec<i64>]) -> String;
 
@@ -223,6 +227,9 @@ impl Dialect for DataFusionDialect {
         // Folded to a literal before the scan, so the store prunes files by it.
         format!("to_timestamp_micros({micros})")
     }
+    fn funnel_aggregate(&self) -> Option<&'static str> {
+        Some("tally_funnel")
+    }
     fn statement_suffix(&self) -> &'static str {
         ""
     }
@@ -329,6 +336,12 @@ impl Dialect for ClickHouseDialect {
     }
     fn timestamp_literal(&self, micros: i64) -> String {
         format!("fromUnixTimestamp64Micro(CAST({micros} AS Int64), 'UTC')")
+    }
+    fn funnel_aggregate(&self) -> Option<&'static str> {
+        // `windowFunnel` lets one event advance several steps, treats ties and
+        // exclusions differently and has no optional steps or per-step windows, so it
+        // cannot answer Tally's funnels exactly (docs/QUERY-ENGINE.md).
+        None
     }
     fn statement_suffix(&self) -> &'static str {
         // Unmatched LEFT JOIN columns must be NULL (not '') for coalesce(person, distinct_id).

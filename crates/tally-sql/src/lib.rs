@@ -12,7 +12,7 @@
 //! join, so merges apply retroactively), and the SQL shape of trends, funnels and
 //! retention. Funnels and retention compile to one pass per person through the
 //! `tally_funnel` / `tally_retention` aggregates whose contracts are in
-//! `docs/QUERY-ENGINE.md` and in [`funnel`] / [`retention`].
+//! `docs/QUERY-ENGINE.md` and in [`funnel`] (retention is not compiled yet).
 //!
 //! Does not own: IO, execution, the aggregates' implementations, or turning result
 //! rows into `tally_query` results (the engine does those). Pure and synchronous.
@@ -20,11 +20,13 @@
 pub mod catalog;
 pub mod dialect;
 mod expr;
+pub mod funnel;
 pub mod trends;
 
 pub use catalog::{KeyColumns, PropertyCatalog};
 pub use dialect::{ClickHouseDialect, DataFusionDialect, Dialect, TenantRelation};
 pub use expr::{BreakdownKey, PropertyValue};
+pub use funnel::{FunnelPlan, FunnelSpec, compile_funnel};
 pub use trends::{PeriodPlan, TrendsPlan, compile_trends};
 
 use tally_core::{Classify, ErrorClass, TenantId};

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use tally_query::Query;
 use tally_sql::{
     BreakdownKey, ClickHouseDialect, CompileContext, DataFusionDialect, Dialect, KeyColumns,
-    PropertyCatalog, PropertyValue, compile_trends,
+    PropertyCatalog, PropertyValue, compile_funnel, compile_trends,
 };
 
 /// 2024-01-10T12:00:00Z.
@@ -79,6 +79,10 @@ fn render(query: &Query, dialect: &dyn Dialect) -> String {
                 }
             }
         }
+        Query::Funnel(q) => match compile_funnel(q, dialect, &ctx) {
+            Ok(plan) => out.push_str(&format!("-- steps\n{};\n", plan.steps_sql())),
+            Err(e) => out.push_str(&format!("-- error: {e}\n")),
+        },
         other => out.push_str(&format!(
             "-- not compiled here: {:?}\n",
             std::mem::discriminant(other)

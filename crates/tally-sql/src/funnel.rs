@@ -1,0 +1,296 @@
+//! Funnels compiled to one pass per person through the `tally_funnel` aggregate.
+//!
+//! The statement reads the tenant's events once (same scoped `FROM` and filter
+//! rendering as trends), keeps those passing the global filters within
+//! `[range start, range end + window)`, and gives each a bitmask of what it matches
+//! ([`STEP_BIT`], [`EXCLUSION_SHIFT`], [`ENTRY_BIT`]). `tally_funnel(ts, mask, spec)`
+//! grouped by person returns, per person who entered, one list element per step: the
+//! microseconds from the previous required step's event to this step's (0 for step
+//! 0) on the person's best chain, or NULL when the step was not reached; NULL for
+//! persons who never entered. The outer query aggregates per step.
+//!
+//! Owns: the SQL text and the [`FunnelSpec`] literal the aggregate is configured
+//! with. Does not own: the aggregate (tally-engine implements it) or the chain rules
+//! (`docs/QUERY-SEMANTICS.md`).
+
+use serde_json::{Value, json};
+use tally_core::TenantId;
+use tally_query::time::parse_time_zone;
+use tally_query::{Calendar, FunnelOrder, FunnelQuery, FunnelView, TimeRange};
+
+use crate::dialect::Dialect;
+use crate::expr::{Scoped, join_bool};
+use crate::{CompileContext, Error, Result, scope_tenant};
+
+/// Mask bit of step `s` is `STEP_BIT << s` (steps 0..20).
+pub const STEP_BIT: i64 = 1;
+/// Mask bit of exclusion `x` is `1 << (EXCLUSION_SHIFT + x)` (exclusions 0..20).
+pub const EXCLUSION_SHIFT: u32 = 20;
+/// Set on events inside the date range: only those may enter the funnel.
+pub const ENTRY_BIT: i64 = 1 << 40;
+
+/// One step as the aggregate needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepSpec {
+    /// Optional step.
+    pub optional: bool,
+    /// The step's own window from the previous required step, microseconds.
+    pub window: Option<i64>,
+}
+
+/// Everything `tally_funnel` needs besides the rows, passed as its third argument (a
+/// JSON string literal) so that the statement is self-contained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunnelSpec {
+    /// Step order.
+    pub order: FunnelOrder,
+    /// The conversion window, microseconds (inclusive).
+    pub window: i64,
+    /// The steps.
+    pub steps: Vec<StepSpec>,
+    /// Exclusions as (from step, to step); exclusion `x` is mask bit
+    /// `EXCLUSION_SHIFT + x`.
+    pub exclusions: Vec<(usize, usize)>,
+}
+
+impl FunnelSpec {
+    /// The spec of a (validated) query.
+    pub fn of(q: &FunnelQuery) -> Self {
+        FunnelSpec {
+            order: q.order,
+            window: q.window.micros(),
+            steps: q
+                .steps
+                .iter()
+                .map(|s| StepSpec {
+                    optional: s.optional,
+                    window: s.window.as_ref().map(|w| w.micros()),
+                })
+                .collect(),
+            exclusions: q
+                .exclusions
+                .iter()
+                .map(|x| (x.from_step as usize, x.to_step as usize))
+                .collect(),
+        }
+    }
+
+    /// The spec as compact JSON.
+    pub fn encode(&self) -> String {
+        let order = match self.order {
+            FunnelOrder::Ordered => "ordered",
+            FunnelOrder::Strict => "strict",
+            FunnelOrder::AnyOrder => "any_order",
+        };
+        json!({
+            "order": order,
+            "window": self.window,
+            "steps": self.steps.iter().map(|s| json!([s.optional, s.window])).collect::<Vec<_>>(),
+            "exclusions": self.exclusions.iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+
+    /// Parses [`FunnelSpec::encode`]'s output, checking what the aggregate relies on.
+    pub fn decode(text: &str) -> std::result::Result<Self, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| format!("funnel spec: {e}"))?;
+        let bad = |what: &str| format!("funnel spec: bad {what}");
+        let order = match v["order"].as_str() {
+            Some("ordered") => FunnelOrder::Ordered,
+            Some("strict") => FunnelOrder::Strict,
+            Some("any_order") => FunnelOrder::AnyOrder,
+            _ => return Err(bad("order")),
+        };
+        let window = v["window"].as_i64().ok_or_else(|| bad("window"))?;
+        let steps = v["steps"]
+            .as_array()
+            .ok_or_else(|| bad("steps"))?
+            .iter()
+            .map(|s| {
+                Ok(StepSpec {
+                    optional: s[0].as_bool().ok_or_else(|| bad("step"))?,
+                    window: match &s[1] {
+                        Value::Null => None,
+                        w => Some(w.as_i64().ok_or_else(|| bad("step window"))?),
+                    },
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()?;
+        let exclusions = v["exclusions"]
+            .as_array()
+            .ok_or_else(|| bad("exclusions"))?
+            .iter()
+            .map(|x| {
+                let step = |i: usize| {
+                    x[i].as_u64()
+                        .and_then(|s| usize::try_from(s).ok())
+                        .filter(|s| *s < steps.len())
+                        .ok_or_else(|| bad("exclusion"))
+                };
+                Ok((step(0)?, step(1)?))
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()?;
+        let max = tally_query::funnel::MAX_STEPS;
+        if steps.is_empty() || steps.len() > max || exclusions.len() > max || window < 0 {
+            return Err(bad("sizes"));
+        }
+        Ok(FunnelSpec {
+            order,
+            window,
+            steps,
+            exclusions,
+        })
+    }
+}
+
+/// A compiled funnel query.
+pub struct FunnelPlan<'a> {
+    /// The query.
+    pub query: &'a FunnelQuery,
+    /// The tenant, from the query's scope.
+    pub tenant: TenantId,
+    /// The resolved date range (entries).
+    pub range: TimeRange,
+    /// The aggregate's configuration.
+    pub spec: FunnelSpec,
+    steps_sql: String,
+}
+
+/// Compiles a funnel query (the `steps` view without breakdown).
+pub fn compile_funnel<'a>(
+    query: &'a FunnelQuery,
+    dialect: &dyn Dialect,
+    ctx: &CompileContext<'_>,
+) -> Result<FunnelPlan<'a>> {
+    query.validate()?;
+    let tenant = scope_tenant(&query.scope)?;
+    let Some(aggregate) = dialect.funnel_aggregate() else {
+        return Err(Error::Unsupported(format!(
+            "funnels in the {} dialect: it has no aggregate with Tally's funnel semantics",
+            dialect.name()
+        )));
+    };
+    if query.view != FunnelView::Steps {
+        return Err(Error::Unsupported(
+            "funnel views other than `steps` (time_to_convert, conversion_over_time, persons)"
+                .to_string(),
+        ));
+    }
+    if query.breakdown.is_some() {
+        return Err(Error::Unsupported("funnel breakdowns".to_string()));
+    }
+    let default_tz = match ctx.tenant_time_zone {
+        Some(name) => parse_time_zone("tenant.time_zone", name)?,
+        None => chrono_tz::Tz::UTC,
+    };
+    let calendar = Calendar::from_settings(
+        "time_zone",
+        query.time_zone.as_deref(),
+        default_tz,
+        query.week_start,
+    )?;
+    let range = query.date_range.resolve(ctx.now, &calendar, "date_range")?;
+    let spec = FunnelSpec::of(query);
+    let s = Scoped::new(dialect, ctx.catalog, tenant);
+
+    // What each event matches; the global filters are in WHERE once.
+    let mut parts = Vec::new();
+    let mut any = Vec::new();
+    for (i, step) in query.steps.iter().enumerate() {
+        let m = s.matcher(&step.matcher(), &[])?;
+        parts.push(format!("CASE WHEN {m} THEN {} ELSE 0 END", STEP_BIT << i));
+        any.push(m);
+    }
+    for (i, x) in query.exclusions.iter().enumerate() {
+        let m = s.matcher(&x.matcher(), &[])?;
+        parts.push(format!(
+            "CASE WHEN {m} THEN {} ELSE 0 END",
+            1i64 << (EXCLUSION_SHIFT + i as u32)
+        ));
+        any.push(m);
+    }
+    let entry = join_bool(&s.time_bounds(Some(range.start), Some(range.end)), "AND");
+    parts.push(format!("CASE WHEN {entry} THEN {ENTRY_BIT} ELSE 0 END"));
+    let global = s.filters(&query.filters)?;
+
+    // Every chain event (and every event that could interrupt or exclude) is at or
+    // after an entry, so within [start, end + window).
+    let end = range.end.saturating_add(spec.window);
+    let mut conds = s.time_bounds(Some(range.start), Some(end));
+    if global != "TRUE" {
+        conds.push(global);
+    }
+    // Strict funnels need every event passing the global filters: any of them
+    // interrupts a sequence.
+    if query.order != FunnelOrder::Strict {
+        conds.push(join_bool(&any, "OR"));
+    }
+    let from = s.scoped_source(&conds);
+    let d = dialect;
+    let double = d.double_type();
+    let mut cols = Vec::new();
+    for i in 0..query.steps.len() {
+        let el = format!("array_element(f, {})", i + 1);
+        cols.push(format!("CAST(COUNT({el}) AS BIGINT) AS persons_{i}"));
+        let seconds = format!("CAST({el} AS {double}) / 1000000.0");
+        cols.push(format!("AVG({seconds}) AS avg_{i}"));
+        cols.push(format!("{} AS median_{i}", d.quantile(&seconds, 0.5)));
+    }
+    let steps_sql = format!(
+        "SELECT {cols} FROM (SELECT {aggregate}(ts, mask, {spec}) AS f FROM (\
+         SELECT {ts} AS ts, {person} AS person_id, CAST({mask} AS BIGINT) AS mask {from}\
+         ) t GROUP BY person_id) p{suffix}",
+        cols = cols.join(", "),
+        spec = s.lit(&spec.encode()),
+        ts = s.ts(),
+        person = s.person(),
+        mask = parts.join(" + "),
+        suffix = d.statement_suffix(),
+    );
+    Ok(FunnelPlan {
+        query,
+        tenant,
+        range,
+        spec,
+        steps_sql,
+    })
+}
+
+impl FunnelPlan<'_> {
+    /// One row: per step `i`, `persons_{i}` (BIGINT), `avg_{i}` and `median_{i}`
+    /// (DOUBLE seconds from the previous required step; meaningless for step 0).
+    pub fn steps_sql(&self) -> &str {
+        &self.steps_sql
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_and_rejects_garbage() {
+        let spec = FunnelSpec {
+            order: FunnelOrder::Strict,
+            window: 3_600_000_000,
+            steps: vec![
+                StepSpec {
+                    optional: false,
+                    window: None,
+                },
+                StepSpec {
+                    optional: true,
+                    window: Some(60_000_000),
+                },
+            ],
+            exclusions: vec![(0, 1)],
+        };
+        assert_eq!(FunnelSpec::decode(&spec.encode()).unwrap(), spec);
+        assert!(FunnelSpec::decode("{").is_err());
+        assert!(
+            FunnelSpec::decode(r#"{"order":"x","window":1,"steps":[],"exclusions":[]}"#).is_err()
+        );
+        let out_of_range = spec.encode().replace("[[0,1]]", "[[0,5]]");
+        assert!(FunnelSpec::decode(&out_of_range).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+-- error: not supported by the SQL compiler yet: funnel breakdowns
