@@ -8,9 +8,10 @@
 //! functions ([`udf`]), breakdown ranking and zero-filling, formulas.
 //!
 //! Does not own: SQL text (tally-sql), query semantics (tally-query), storage
-//! (tally-store). Trends are executed; funnels and retention are not yet (see
-//! `docs/QUERY-ENGINE.md`).
+//! (tally-store). Trends and funnels (steps view) are executed; retention is not yet
+//! (see `docs/QUERY-ENGINE.md`).
 
+pub mod funnel;
 pub mod udf;
 
 use std::collections::HashMap;
@@ -29,11 +30,14 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tally_core::{Classify, ErrorClass, TenantId};
 use tally_query::filter::semantics::compare_breakdown_values;
+use tally_query::funnel::{FunnelStepResult, FunnelStepsResult};
 use tally_query::trends::{TrendsPeriod, TrendsRow};
-use tally_query::{BreakdownValue, Scope, TrendsQuery, TrendsResult};
+use tally_query::{
+    BreakdownValue, FunnelOrder, FunnelQuery, FunnelResult, Scope, TrendsQuery, TrendsResult,
+};
 use tally_sql::{
     BreakdownKey, CompileContext, DataFusionDialect, KeyColumns, PeriodPlan, PropertyCatalog,
-    PropertyValue, TrendsPlan, compile_trends,
+    PropertyValue, TrendsPlan, compile_funnel, compile_trends,
 };
 use tally_store::{EmbeddedStore, parse_property_column};
 
@@ -336,6 +340,95 @@ impl Engine {
 
     /// A session that sees exactly the tenant's events and identity map, under the
     /// memory limit, with the `tally_*` functions.
+    /// Answers a funnel query (the `steps` view without breakdown; other views and
+    /// breakdowns are refused with [`tally_sql::Error::Unsupported`]).
+    pub async fn funnel(
+        &self,
+        query: &FunnelQuery,
+        now: i64,
+        tenant_time_zone: Option<&str>,
+    ) -> Result<FunnelResult> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.config.query_timeout,
+            self.funnel_inner(query, now, tenant_time_zone),
+        )
+        .await
+        .unwrap_or(Err(Error::Timeout(self.config.query_timeout)));
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("tally_engine_queries_total", "kind" => "funnel", "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("tally_engine_query_seconds", "kind" => "funnel")
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn funnel_inner(
+        &self,
+        query: &FunnelQuery,
+        now: i64,
+        tenant_time_zone: Option<&str>,
+    ) -> Result<FunnelResult> {
+        let catalog = match query.scope {
+            Scope::Tenant(tenant) => self.catalog(tenant)?,
+            // The compiler refuses operator scopes with a clear error.
+            Scope::Operator { .. } => PropertyCatalog::new(),
+        };
+        let ctx = CompileContext {
+            now,
+            tenant_time_zone,
+            catalog: &catalog,
+        };
+        let plan = compile_funnel(query, &DataFusionDialect, &ctx)?;
+        let session = self.session(plan.tenant).await?;
+        let batches = self.run(&session, plan.steps_sql()).await?;
+        let n = query.steps.len();
+        let mut persons = vec![0u64; n];
+        let mut avg = vec![None; n];
+        let mut median = vec![None; n];
+        if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
+            for s in 0..n {
+                let count = int_column(batch, 3 * s)?;
+                persons[s] = u64::try_from(count.value(0)).unwrap_or(0);
+                if s > 0 {
+                    let a = float_column(batch, 3 * s + 1)?;
+                    let m = float_column(batch, 3 * s + 2)?;
+                    avg[s] = a.is_valid(0).then(|| a.value(0));
+                    median[s] = m.is_valid(0).then(|| m.value(0));
+                }
+            }
+        }
+        let previous_required = |s: usize| -> Option<usize> {
+            if query.order == FunnelOrder::AnyOrder {
+                return s.checked_sub(1);
+            }
+            (0..s).rev().find(|p| !query.steps[*p].optional)
+        };
+        let percent =
+            |part: u64, whole: u64| (whole > 0).then(|| part as f64 * 100.0 / whole as f64);
+        let total = (0..n)
+            .map(|s| FunnelStepResult {
+                step: s as u32,
+                name: if query.order == FunnelOrder::AnyOrder {
+                    format!("Completed {} of {} steps", s + 1, n)
+                } else {
+                    query.steps[s].display_name()
+                },
+                optional: query.steps[s].optional,
+                persons: persons[s],
+                conversion_from_first_percent: percent(persons[s], persons[0]),
+                conversion_from_previous_percent: previous_required(s)
+                    .and_then(|p| percent(persons[s], persons[p])),
+                average_seconds_from_previous: avg[s],
+                median_seconds_from_previous: median[s],
+            })
+            .collect();
+        Ok(FunnelResult::Steps(FunnelStepsResult {
+            total,
+            breakdowns: Vec::new(),
+        }))
+    }
+
     async fn session(&self, tenant: TenantId) -> Result<SessionContext> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.config.memory_limit_bytes, 1.0)
@@ -346,6 +439,8 @@ impl Engine {
             .with_target_partitions(self.config.target_partitions.max(1));
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         udf::register(&ctx);
+        ctx.register_udaf(funnel::tally_funnel());
+        ctx.register_udf(funnel::tally_funnel_step());
         let events = self.store.events_table(tenant)?;
         ctx.register_table(
             DataFusionDialect::events_table_name(tenant),

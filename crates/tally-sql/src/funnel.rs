@@ -7,7 +7,8 @@
 //! grouped by person returns, per person who entered, one list element per step: the
 //! microseconds from the previous required step's event to this step's (0 for step
 //! 0) on the person's best chain, or NULL when the step was not reached; NULL for
-//! persons who never entered. The outer query aggregates per step.
+//! persons who never entered. The outer query aggregates per step, reading elements
+//! with [`STEP_FUNCTION`].
 //!
 //! Owns: the SQL text and the [`FunnelSpec`] literal the aggregate is configured
 //! with. Does not own: the aggregate (tally-engine implements it) or the chain rules
@@ -26,6 +27,9 @@ use crate::{CompileContext, Error, Result, scope_tenant};
 pub const STEP_BIT: i64 = 1;
 /// Mask bit of exclusion `x` is `1 << (EXCLUSION_SHIFT + x)` (exclusions 0..20).
 pub const EXCLUSION_SHIFT: u32 = 20;
+/// `tally_funnel_step(list, i)`: element `i` (0-based) of the aggregate's list, NULL
+/// when absent (the engine implements it next to the aggregate).
+pub const STEP_FUNCTION: &str = "tally_funnel_step";
 /// Set on events inside the date range: only those may enter the funnel.
 pub const ENTRY_BIT: i64 = 1 << 40;
 
@@ -230,7 +234,7 @@ pub fn compile_funnel<'a>(
     let double = d.double_type();
     let mut cols = Vec::new();
     for i in 0..query.steps.len() {
-        let el = format!("array_element(f, {})", i + 1);
+        let el = format!("{STEP_FUNCTION}(f, {i})");
         cols.push(format!("CAST(COUNT({el}) AS BIGINT) AS persons_{i}"));
         let seconds = format!("CAST({el} AS {double}) / 1000000.0");
         cols.push(format!("AVG({seconds}) AS avg_{i}"));

@@ -1,4 +1,5 @@
 //! The engine against `tally_query::reference` on generated event sets.
 
+mod funnel;
 mod hostile;
 mod trends;

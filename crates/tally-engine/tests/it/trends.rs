@@ -10,7 +10,7 @@ use tally_query::testgen::{self, GenConfig};
 use tally_query::{Filter, Math, PropertySource, TrendsQuery, TrendsResult};
 use tally_store::{EmbeddedStore, StoreConfig};
 
-struct MapIdentities(BTreeMap<TenantId, Vec<(String, String)>>);
+pub(crate) struct MapIdentities(BTreeMap<TenantId, Vec<(String, String)>>);
 
 #[async_trait::async_trait]
 impl IdentitySource for MapIdentities {
@@ -38,7 +38,7 @@ fn uses_unsupported_source(q: &TrendsQuery) -> bool {
             .is_some_and(|b| b.properties.iter().any(|p| p.source != PropertySource::Event))
 }
 
-async fn engine_for(events: &[RefEvent], flush: bool, dir: &std::path::Path) -> Engine {
+pub(crate) async fn engine_for(events: &[RefEvent], flush: bool, dir: &std::path::Path) -> Engine {
     let store = EmbeddedStore::open(StoreConfig::new(dir)).await.unwrap();
     let mut by_tenant: BTreeMap<TenantId, Vec<Event>> = BTreeMap::new();
     let mut identities: BTreeMap<TenantId, BTreeMap<String, String>> = BTreeMap::new();
@@ -79,7 +79,7 @@ async fn engine_for(events: &[RefEvent], flush: bool, dir: &std::path::Path) -> 
     )
 }
 
-fn consistent_identities(events: &[RefEvent]) -> bool {
+pub(crate) fn consistent_identities(events: &[RefEvent]) -> bool {
     let mut seen: BTreeMap<(TenantId, &str), &str> = BTreeMap::new();
     events.iter().all(|e| {
         *seen
@@ -89,7 +89,7 @@ fn consistent_identities(events: &[RefEvent]) -> bool {
     })
 }
 
-fn close(a: Option<f64>, b: Option<f64>) -> bool {
+pub(crate) fn close(a: Option<f64>, b: Option<f64>) -> bool {
     match (a, b) {
         (None, None) => true,
         (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),

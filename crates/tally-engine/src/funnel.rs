@@ -1,0 +1,611 @@
+//! The `tally_funnel(ts BIGINT, mask BIGINT, spec VARCHAR)` aggregate: one person's
+//! events in, the person's best chain out, with exactly the rules of
+//! `docs/QUERY-SEMANTICS.md` ("Funnels") as `tally_query::reference::funnel` states
+//! them.
+//!
+//! Owns: collecting `(timestamp, mask)` pairs per group (state: two `List<Int64>`, so
+//! partial aggregation and repartitioning work), and the chain search. Does not own:
+//! the masks' meaning beyond [`tally_sql::funnel`]'s bit layout, or SQL.
+//!
+//! The search, per person, sorts the events by timestamp and then:
+//! - ordered and strict: from every entry (a step-0 event in the date range) walks the
+//!   chains depth first, trying for each next step only the events between the
+//!   previous chain event's instant and the window's end (binary search), checking
+//!   strictness and exclusions with binary searches over the sorted instants. The
+//!   walk is bounded by [`MAX_CHAIN_NODES`]: a person whose chains exceed it makes the
+//!   query fail with a clear error instead of running unbounded.
+//! - any order: from every entry grows the set of events within the window in time
+//!   order and keeps a maximum matching of events to distinct steps incrementally
+//!   (augmenting paths), per step the entry event is forced to cover.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Int64Array, Int64Builder, ListArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
+use datafusion::common::{DataFusionError, ScalarValue, exec_err};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarUDF, Signature, Volatility,
+    create_udf,
+};
+use tally_query::FunnelOrder;
+use tally_sql::FunnelSpec;
+use tally_sql::funnel::{ENTRY_BIT, EXCLUSION_SHIFT, STEP_BIT};
+
+/// The most chain prefixes the ordered/strict search visits for one person.
+pub const MAX_CHAIN_NODES: u64 = 5_000_000;
+
+/// The aggregate, ready to register.
+pub fn tally_funnel() -> AggregateUDF {
+    AggregateUDF::from(FunnelUdaf {
+        signature: Signature::exact(
+            vec![DataType::Int64, DataType::Int64, DataType::Utf8],
+            Volatility::Immutable,
+        ),
+    })
+}
+
+/// `tally_funnel_step(list, i)`: element `i` (0-based) of a `tally_funnel` result,
+/// NULL when the list is NULL, shorter, or the element is NULL.
+pub fn tally_funnel_step() -> ScalarUDF {
+    create_udf(
+        tally_sql::funnel::STEP_FUNCTION,
+        vec![list_of_int64(), DataType::Int64],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = args
+                .iter()
+                .find_map(|a| match a {
+                    ColumnarValue::Array(a) => Some(a.len()),
+                    ColumnarValue::Scalar(_) => None,
+                })
+                .unwrap_or(1);
+            let (Some(lists), Some(index)) = (args.first(), args.get(1)) else {
+                return exec_err!("tally_funnel_step takes (list, index)");
+            };
+            let lists = lists.clone().into_array(rows)?;
+            let index = index.clone().into_array(rows)?;
+            let Some(lists) = lists.as_any().downcast_ref::<ListArray>() else {
+                return exec_err!("tally_funnel_step: the first argument is not a list");
+            };
+            let index = int64s(&index, "index")?;
+            let mut out = Int64Builder::with_capacity(rows);
+            for row in 0..rows {
+                let element = (lists.is_valid(row) && index.is_valid(row))
+                    .then(|| usize::try_from(index.value(row)).ok())
+                    .flatten()
+                    .and_then(|i| {
+                        let values = lists.value(row);
+                        let values = values.as_any().downcast_ref::<Int64Array>()?;
+                        (i < values.len() && values.is_valid(i)).then(|| values.value(i))
+                    });
+                out.append_option(element);
+            }
+            let out: ArrayRef = Arc::new(out.finish());
+            if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?))
+            } else {
+                Ok(ColumnarValue::Array(out))
+            }
+        }),
+    )
+}
+
+fn list_of_int64() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true)))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FunnelUdaf {
+    signature: Signature,
+}
+
+impl AggregateUDFImpl for FunnelUdaf {
+    fn name(&self) -> &str {
+        "tally_funnel"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(list_of_int64())
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
+        let Some(spec_expr) = args.exprs.get(2) else {
+            return exec_err!("tally_funnel takes (ts, mask, spec)");
+        };
+        // The spec is a constant: evaluating it needs no rows.
+        let empty = RecordBatch::new_empty(Arc::new(args.schema.clone()));
+        let text = match spec_expr.evaluate(&empty)? {
+            ColumnarValue::Scalar(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::LargeUtf8(Some(s))
+                | ScalarValue::Utf8View(Some(s)),
+            ) => s,
+            _ => return exec_err!("tally_funnel: the spec must be a constant string"),
+        };
+        let spec = FunnelSpec::decode(&text).map_err(DataFusionError::Execution)?;
+        Ok(Box::new(FunnelAccumulator {
+            spec: Arc::new(spec),
+            ts: Vec::new(),
+            mask: Vec::new(),
+        }))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
+        Ok(vec![
+            Arc::new(Field::new(
+                format!("{}[ts]", args.name),
+                list_of_int64(),
+                true,
+            )),
+            Arc::new(Field::new(
+                format!("{}[mask]", args.name),
+                list_of_int64(),
+                true,
+            )),
+        ])
+    }
+}
+
+#[derive(Debug)]
+struct FunnelAccumulator {
+    spec: Arc<FunnelSpec>,
+    ts: Vec<i64>,
+    mask: Vec<i64>,
+}
+
+fn int64s<'a>(array: &'a ArrayRef, what: &str) -> DfResult<&'a Int64Array> {
+    array
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| DataFusionError::Execution(format!("tally_funnel: {what} is not BIGINT")))
+}
+
+fn one_list(values: &[i64]) -> ScalarValue {
+    let list = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![Some(
+        values.iter().map(|v| Some(*v)),
+    )]);
+    ScalarValue::List(Arc::new(list))
+}
+
+impl Accumulator for FunnelAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        let (Some(ts), Some(mask)) = (values.first(), values.get(1)) else {
+            return exec_err!("tally_funnel takes (ts, mask, spec)");
+        };
+        let (ts, mask) = (int64s(ts, "ts")?, int64s(mask, "mask")?);
+        for i in 0..ts.len() {
+            if ts.is_valid(i) && mask.is_valid(i) {
+                self.ts.push(ts.value(i));
+                self.mask.push(mask.value(i));
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        let lists = |i: usize| -> DfResult<&ListArray> {
+            states
+                .get(i)
+                .and_then(|a| a.as_any().downcast_ref::<ListArray>())
+                .ok_or_else(|| DataFusionError::Execution("tally_funnel: bad state".into()))
+        };
+        let (ts, mask) = (lists(0)?, lists(1)?);
+        for row in 0..ts.len() {
+            if ts.is_null(row) || mask.is_null(row) {
+                continue;
+            }
+            let (t, m) = (ts.value(row), mask.value(row));
+            let (t, m) = (int64s(&t, "state ts")?, int64s(&m, "state mask")?);
+            if t.len() != m.len() {
+                return exec_err!("tally_funnel: state lists differ in length");
+            }
+            self.ts.extend(t.values().iter().copied());
+            self.mask.extend(m.values().iter().copied());
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
+        Ok(vec![one_list(&self.ts), one_list(&self.mask)])
+    }
+
+    fn evaluate(&mut self) -> DfResult<ScalarValue> {
+        let mut events: Vec<(i64, i64)> = self
+            .ts
+            .iter()
+            .copied()
+            .zip(self.mask.iter().copied())
+            .collect();
+        match best_chain(&self.spec, &mut events)? {
+            Some(steps) => {
+                let list = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![Some(steps)]);
+                Ok(ScalarValue::List(Arc::new(list)))
+            }
+            None => ScalarValue::try_from(list_of_int64()),
+        }
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+            + (self.ts.capacity() + self.mask.capacity()) * std::mem::size_of::<i64>()
+    }
+}
+
+/// A person's result: `None` when they never entered; otherwise per step the
+/// microseconds from the previous required step's event (0 for step 0), or `None`
+/// when the step was not reached. Sorts `events` by timestamp.
+pub fn best_chain(
+    spec: &FunnelSpec,
+    events: &mut [(i64, i64)],
+) -> DfResult<Option<Vec<Option<i64>>>> {
+    events.sort_by_key(|(t, _)| *t);
+    let search = Search::new(spec, events);
+    match spec.order {
+        FunnelOrder::AnyOrder => Ok(search.any_order()),
+        FunnelOrder::Ordered | FunnelOrder::Strict => search.sequential(),
+    }
+}
+
+/// A candidate best chain: (level, completion, earlier instants); see `better`.
+type Rank = (usize, i64, Vec<i64>);
+
+/// Furthest level, then earliest completion, then latest earlier events.
+fn better(candidate: &Rank, best: Option<&Rank>) -> bool {
+    match best {
+        None => true,
+        Some((level, completion, earlier)) => {
+            candidate.0 > *level
+                || (candidate.0 == *level
+                    && (candidate.1 < *completion
+                        || (candidate.1 == *completion && candidate.2 > *earlier)))
+        }
+    }
+}
+
+struct Search<'a> {
+    spec: &'a FunnelSpec,
+    ts: Vec<i64>,
+    mask: Vec<i64>,
+    required: Vec<usize>,
+    /// Per exclusion: the instants of its events, ascending.
+    exclusion_times: Vec<Vec<i64>>,
+}
+
+struct Walk {
+    best: Option<(Rank, Vec<usize>)>,
+    /// Per optional step: its own best (rank, time from the previous required step).
+    optional_best: Vec<Option<(Rank, i64)>>,
+    nodes: u64,
+}
+
+impl<'a> Search<'a> {
+    fn new(spec: &'a FunnelSpec, events: &[(i64, i64)]) -> Self {
+        let ts: Vec<i64> = events.iter().map(|e| e.0).collect();
+        let mask: Vec<i64> = events.iter().map(|e| e.1).collect();
+        let exclusion_times = (0..spec.exclusions.len())
+            .map(|x| {
+                let bit = 1i64 << (EXCLUSION_SHIFT + x as u32);
+                events
+                    .iter()
+                    .filter(|e| e.1 & bit != 0)
+                    .map(|e| e.0)
+                    .collect()
+            })
+            .collect();
+        let required = (0..spec.steps.len())
+            .filter(|s| !spec.steps[*s].optional)
+            .collect();
+        Search {
+            spec,
+            ts,
+            mask,
+            required,
+            exclusion_times,
+        }
+    }
+
+    fn matches(&self, event: usize, step: usize) -> bool {
+        self.mask[event] & (STEP_BIT << step) != 0
+    }
+
+    fn is_entry(&self, event: usize) -> bool {
+        self.mask[event] & ENTRY_BIT != 0
+    }
+
+    /// The first event at or after `t`.
+    fn first_at_or_after(&self, t: i64) -> usize {
+        self.ts.partition_point(|&x| x < t)
+    }
+
+    /// The first event after `t`.
+    fn first_after(&self, t: i64) -> usize {
+        self.ts.partition_point(|&x| x <= t)
+    }
+
+    fn sequential(&self) -> DfResult<Option<Vec<Option<i64>>>> {
+        let n = self.spec.steps.len();
+        let mut walk = Walk {
+            best: None,
+            optional_best: vec![None; n],
+            nodes: 0,
+        };
+        for e in 0..self.ts.len() {
+            if self.matches(e, 0) && self.is_entry(e) {
+                let mut path = vec![e];
+                self.extend(&mut path, &mut walk)?;
+            }
+        }
+        let Some((_, path)) = walk.best else {
+            return Ok(None);
+        };
+        let mut out = vec![None; n];
+        for (level, &event) in path.iter().enumerate() {
+            let step = self.required[level];
+            out[step] = Some(if level == 0 {
+                0
+            } else {
+                self.ts[event] - self.ts[path[level - 1]]
+            });
+        }
+        for (step, own) in walk.optional_best.into_iter().enumerate() {
+            if let Some((_, time)) = own {
+                out[step] = Some(time);
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn extend(&self, path: &mut Vec<usize>, walk: &mut Walk) -> DfResult<()> {
+        walk.nodes += 1;
+        if walk.nodes > MAX_CHAIN_NODES {
+            return exec_err!(
+                "funnel: one person has more than {MAX_CHAIN_NODES} candidate step sequences; narrow the steps (event names, filters) or the window"
+            );
+        }
+        let t = |i: usize| self.ts[i];
+        let level = path.len() - 1;
+        let last = path[level];
+        let rank: Rank = (
+            level,
+            t(last),
+            path[..level].iter().map(|&i| t(i)).collect(),
+        );
+        if better(&rank, walk.best.as_ref().map(|(r, _)| r)) {
+            walk.best = Some((rank, path.clone()));
+        }
+        let this_step = self.required[level];
+        let next_required = self
+            .required
+            .get(level + 1)
+            .copied()
+            .unwrap_or(self.spec.steps.len());
+        let lo = self.first_at_or_after(t(last));
+        let hi = self.first_after(t(path[0]).saturating_add(self.spec.window));
+        for step in this_step + 1..next_required {
+            for x in lo..hi {
+                if !self.matches(x, step) || path.contains(&x) || !self.fits(path, x, step) {
+                    continue;
+                }
+                let rank: Rank = (0, t(x), path.iter().map(|&i| t(i)).collect());
+                let own = &mut walk.optional_best[step];
+                if better(&rank, own.as_ref().map(|(r, _)| r)) {
+                    *own = Some((rank, t(x) - t(last)));
+                }
+            }
+        }
+        if next_required == self.spec.steps.len() {
+            return Ok(());
+        }
+        for x in lo..hi {
+            if self.matches(x, next_required)
+                && !path.contains(&x)
+                && self.fits(path, x, next_required)
+            {
+                path.push(x);
+                self.extend(path, walk)?;
+                path.pop();
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether event `x` can follow `path` as `step`.
+    fn fits(&self, path: &[usize], x: usize, step: usize) -> bool {
+        let prev = path[path.len() - 1];
+        let (tp, tx) = (self.ts[prev], self.ts[x]);
+        if tx < tp || tx - self.ts[path[0]] > self.spec.window {
+            return false;
+        }
+        if let Some(w) = self.spec.steps[step].window
+            && tx - tp > w
+        {
+            return false;
+        }
+        // Strict: no event strictly between the two instants.
+        if self.spec.order == FunnelOrder::Strict
+            && self.first_after(tp) < self.first_at_or_after(tx)
+        {
+            return false;
+        }
+        if !self.spec.steps[step].optional {
+            for (xi, &(from_step, to_step)) in self.spec.exclusions.iter().enumerate() {
+                if to_step != step {
+                    continue;
+                }
+                let Some(from_level) = self.required.iter().position(|s| *s == from_step) else {
+                    continue;
+                };
+                let Some(&from_event) = path.get(from_level) else {
+                    continue;
+                };
+                let from = self.ts[from_event];
+                let times = &self.exclusion_times[xi];
+                let next = times.partition_point(|&y| y <= from);
+                if times.get(next).is_some_and(|&y| y < tx) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn any_order(&self) -> Option<Vec<Option<i64>>> {
+        let n = self.spec.steps.len();
+        let all_steps = (STEP_BIT << n) - 1;
+        let mut best: Option<(Rank, Vec<i64>)> = None;
+        for e in 0..self.ts.len() {
+            if self.mask[e] & all_steps == 0 || !self.is_entry(e) {
+                continue;
+            }
+            let start = self.ts[e];
+            let lo = self.first_at_or_after(start);
+            let hi = self.first_after(start.saturating_add(self.spec.window));
+            // Per step the entry event may cover: a maximum matching of the other
+            // events seen so far to the other steps, grown one event at a time.
+            let mut matchings: Vec<(usize, Vec<Option<usize>>, usize)> = (0..n)
+                .filter(|&s| self.matches(e, s))
+                .map(|s| (s, vec![None; n], 1))
+                .collect();
+            let mut completed: Vec<i64> = Vec::new();
+            for x in lo..hi {
+                if x != e {
+                    for (forced, owner, size) in matchings.iter_mut() {
+                        let mut seen = vec![false; n];
+                        if self.augment(x, *forced, owner, &mut seen) {
+                            *size += 1;
+                        }
+                    }
+                }
+                let size = matchings.iter().map(|m| m.2).max().unwrap_or(0);
+                while completed.len() < size {
+                    completed.push(self.ts[x]);
+                }
+            }
+            let Some(&completion) = completed.last() else {
+                continue;
+            };
+            let level = completed.len() - 1;
+            let rank: Rank = (level, completion, completed[..level].to_vec());
+            if better(&rank, best.as_ref().map(|(r, _)| r)) {
+                best = Some((rank, completed));
+            }
+        }
+        let (_, completed) = best?;
+        let mut out = vec![None; n];
+        for (k, &t) in completed.iter().enumerate() {
+            out[k] = Some(if k == 0 { 0 } else { t - completed[k - 1] });
+        }
+        Some(out)
+    }
+
+    /// Kuhn's augmenting path from event `x` over the steps other than `forced`.
+    fn augment(
+        &self,
+        x: usize,
+        forced: usize,
+        owner: &mut [Option<usize>],
+        seen: &mut [bool],
+    ) -> bool {
+        for s in 0..owner.len() {
+            if s == forced || !self.matches(x, s) || seen[s] {
+                continue;
+            }
+            seen[s] = true;
+            let free = match owner[s] {
+                None => true,
+                Some(other) => self.augment(other, forced, owner, seen),
+            };
+            if free {
+                owner[s] = Some(x);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_sql::funnel::StepSpec;
+
+    fn spec(order: FunnelOrder, steps: usize) -> FunnelSpec {
+        FunnelSpec {
+            order,
+            window: 100,
+            steps: (0..steps)
+                .map(|_| StepSpec {
+                    optional: false,
+                    window: None,
+                })
+                .collect(),
+            exclusions: vec![],
+        }
+    }
+
+    const A: i64 = 1 | ENTRY_BIT;
+    const B: i64 = 2 | ENTRY_BIT;
+
+    #[test]
+    fn ties_are_in_order_and_events_are_distinct() {
+        let s = spec(FunnelOrder::Ordered, 2);
+        // B recorded before A at the same instant still converts.
+        assert_eq!(
+            best_chain(&s, &mut [(10, B), (10, A)]).unwrap(),
+            Some(vec![Some(0), Some(0)])
+        );
+        // One event matching both steps is not two steps.
+        assert_eq!(
+            best_chain(&s, &mut [(10, A | B)]).unwrap(),
+            Some(vec![Some(0), None])
+        );
+        // Window is inclusive; shortest conversion wins (latest entry).
+        assert_eq!(
+            best_chain(&s, &mut [(0, A), (50, A), (100, B)]).unwrap(),
+            Some(vec![Some(0), Some(50)])
+        );
+        assert_eq!(
+            best_chain(&s, &mut [(0, A), (101, B)]).unwrap(),
+            Some(vec![Some(0), None])
+        );
+        assert_eq!(best_chain(&s, &mut [(0, B)]).unwrap(), None);
+    }
+
+    #[test]
+    fn exclusions_and_strictness() {
+        let mut s = spec(FunnelOrder::Ordered, 2);
+        s.exclusions = vec![(0, 1)];
+        let x = (1i64 << EXCLUSION_SHIFT) | ENTRY_BIT;
+        assert_eq!(
+            best_chain(&s, &mut [(0, A), (5, x), (9, B)]).unwrap(),
+            Some(vec![Some(0), None])
+        );
+        // At a boundary's instant it does not disqualify.
+        assert_eq!(
+            best_chain(&s, &mut [(0, A), (0, x), (9, B), (9, x)]).unwrap(),
+            Some(vec![Some(0), Some(9)])
+        );
+        let s = spec(FunnelOrder::Strict, 2);
+        assert_eq!(
+            best_chain(&s, &mut [(0, A), (5, ENTRY_BIT), (9, B)]).unwrap(),
+            Some(vec![Some(0), None])
+        );
+    }
+
+    #[test]
+    fn any_order_counts_distinct_steps() {
+        let s = spec(FunnelOrder::AnyOrder, 3);
+        let c = 4 | ENTRY_BIT;
+        assert_eq!(
+            best_chain(&s, &mut [(0, B), (3, A | B), (7, c)]).unwrap(),
+            Some(vec![Some(0), Some(3), Some(4)])
+        );
+    }
+}
