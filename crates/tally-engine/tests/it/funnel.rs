@@ -6,7 +6,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use tally_query::reference;
 use tally_query::testgen::{self, GenConfig};
-use tally_query::{Filter, FunnelQuery, FunnelResult, PropertySource};
+use tally_query::{
+    Filter, FunnelExclusion, FunnelOrder, FunnelQuery, FunnelResult, PropertySource, Window,
+};
 
 use crate::trends::{close, consistent_identities, engine_for};
 
@@ -56,6 +58,34 @@ fn assert_same(engine: &FunnelResult, reference: &FunnelResult) -> Result<(), St
     Ok(())
 }
 
+/// Moves generated funnels onto the generator's time edges more often: per-step
+/// windows of exactly half the funnel window (events are placed at window/2
+/// offsets), and an exclusion between the first two required steps.
+fn sharpen(q: &mut FunnelQuery, knobs: u8) {
+    if q.order == FunnelOrder::AnyOrder {
+        return;
+    }
+    if knobs & 1 != 0 {
+        let half = Window::minutes(30);
+        for step in q.steps.iter_mut().skip(1) {
+            step.window = Some(half);
+        }
+    }
+    if knobs & 2 != 0 && q.exclusions.is_empty() {
+        let required: Vec<u32> = (0..q.steps.len() as u32)
+            .filter(|s| !q.steps[*s as usize].optional)
+            .collect();
+        if let [from, to, ..] = required[..] {
+            q.exclusions.push(FunnelExclusion {
+                event: Some(if knobs & 4 != 0 { "x" } else { "b" }.to_string()),
+                filters: Vec::new(),
+                from_step: from,
+                to_step: to,
+            });
+        }
+    }
+}
+
 #[test]
 fn funnel_steps_match_the_reference() {
     let cfg = GenConfig::default();
@@ -66,7 +96,7 @@ fn funnel_steps_match_the_reference() {
         .build()
         .unwrap();
     let mut runner = TestRunner::new(Config {
-        cases: 100,
+        cases: 300,
         failure_persistence: None,
         ..Config::default()
     });
@@ -74,9 +104,11 @@ fn funnel_steps_match_the_reference() {
         testgen::events(&cfg),
         testgen::funnel_query(&cfg),
         any::<bool>(),
+        any::<u8>(),
     );
     runner
-        .run(&strategy, |(events, mut query, flush)| {
+        .run(&strategy, |(events, mut query, flush, knobs)| {
+            sharpen(&mut query, knobs);
             prop_assume!(!uses_unsupported_source(&query));
             prop_assume!(consistent_identities(&events));
             // Breakdowns are not executed yet (refused); the steps are the same
