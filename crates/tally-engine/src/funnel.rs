@@ -11,13 +11,16 @@
 //! - ordered and strict: from every entry (a step-0 event in the date range) walks the
 //!   chains depth first, trying for each next step only the events between the
 //!   previous chain event's instant and the window's end (binary search), checking
-//!   strictness and exclusions with binary searches over the sorted instants. The
+//!   strictness and exclusions with binary searches over the sorted instants, and
+//!   expanding each chain state once (see `Walk::visited`), so the work is polynomial
+//!   in the person's events rather than in their chains. The
 //!   walk is bounded by [`MAX_CHAIN_NODES`]: a person whose chains exceed it makes the
 //!   query fail with a clear error instead of running unbounded.
 //! - any order: from every entry grows the set of events within the window in time
 //!   order and keeps a maximum matching of events to distinct steps incrementally
 //!   (augmenting paths), per step the entry event is forced to cover.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array, Int64Builder, ListArray, RecordBatch};
@@ -278,7 +281,17 @@ struct Search<'a> {
     exclusion_times: Vec<Vec<i64>>,
 }
 
+/// What the rest of a chain can do depends on only this: the level, the entry's and
+/// the last event's instants, the masks of the chain events at the last instant (the
+/// only ones a later step could otherwise reuse), and the instants of the steps open exclusions
+/// are measured from.
+type StateKey = (usize, i64, i64, Vec<i64>, Vec<i64>);
+
 struct Walk {
+    /// States already expanded. The walk goes in decreasing time order, so the first
+    /// prefix reaching a state has the latest earlier events: any later prefix reaching
+    /// it ranks no better with any continuation, and is skipped.
+    visited: HashSet<StateKey>,
     best: Option<(Rank, Vec<usize>)>,
     /// Per optional step: its own best (rank, time from the previous required step).
     optional_best: Vec<Option<(Rank, i64)>>,
@@ -335,8 +348,9 @@ impl<'a> Search<'a> {
             best: None,
             optional_best: vec![None; n],
             nodes: 0,
+            visited: HashSet::new(),
         };
-        for e in 0..self.ts.len() {
+        for e in (0..self.ts.len()).rev() {
             if self.matches(e, 0) && self.is_entry(e) {
                 let mut path = vec![e];
                 self.extend(&mut path, &mut walk)?;
@@ -363,6 +377,9 @@ impl<'a> Search<'a> {
     }
 
     fn extend(&self, path: &mut Vec<usize>, walk: &mut Walk) -> DfResult<()> {
+        if !walk.visited.insert(self.state_key(path)) {
+            return Ok(());
+        }
         walk.nodes += 1;
         if walk.nodes > MAX_CHAIN_NODES {
             return exec_err!(
@@ -403,7 +420,7 @@ impl<'a> Search<'a> {
         if next_required == self.spec.steps.len() {
             return Ok(());
         }
-        for x in lo..hi {
+        for x in (lo..hi).rev() {
             if self.matches(x, next_required)
                 && !path.contains(&x)
                 && self.fits(path, x, next_required)
@@ -414,6 +431,30 @@ impl<'a> Search<'a> {
             }
         }
         Ok(())
+    }
+
+    fn state_key(&self, path: &[usize]) -> StateKey {
+        let level = path.len() - 1;
+        let last = self.ts[path[level]];
+        // Events with the same instant and mask are interchangeable: which of them
+        // were used does not matter, only how many of each mask.
+        let mut at_last: Vec<i64> = path
+            .iter()
+            .filter(|&&i| self.ts[i] == last)
+            .map(|&i| self.mask[i])
+            .collect();
+        at_last.sort_unstable();
+        let open_from = self
+            .spec
+            .exclusions
+            .iter()
+            .filter_map(|&(from, to)| {
+                let from_level = self.required.iter().position(|s| *s == from)?;
+                let to_level = self.required.iter().position(|s| *s == to)?;
+                (from_level <= level && level < to_level).then(|| self.ts[path[from_level]])
+            })
+            .collect();
+        (level, self.ts[path[0]], last, at_last, open_from)
     }
 
     /// Whether event `x` can follow `path` as `step`.
@@ -579,6 +620,17 @@ mod tests {
     }
 
     #[test]
+    fn best_chain_takes_the_latest_middle_event() {
+        // Two prefixes reach the same state (C at 30); the later B must win.
+        let s = spec(FunnelOrder::Ordered, 3);
+        let c = 4 | ENTRY_BIT;
+        assert_eq!(
+            best_chain(&s, &mut [(0, A), (10, B), (20, B), (30, c)]).unwrap(),
+            Some(vec![Some(0), Some(20), Some(10)])
+        );
+    }
+
+    #[test]
     fn exclusions_and_strictness() {
         let mut s = spec(FunnelOrder::Ordered, 2);
         s.exclusions = vec![(0, 1)];
@@ -596,6 +648,25 @@ mod tests {
         assert_eq!(
             best_chain(&s, &mut [(0, A), (5, ENTRY_BIT), (9, B)]).unwrap(),
             Some(vec![Some(0), None])
+        );
+    }
+
+    #[test]
+    fn many_interchangeable_events_stay_polynomial() {
+        // Without expanding each state once, 120 events give C(120, 4) ≈ 8 million
+        // chains, over MAX_CHAIN_NODES.
+        let mut s = spec(FunnelOrder::Ordered, 4);
+        s.window = 1_000;
+        let all = 0b1111 | ENTRY_BIT;
+        let mut spread: Vec<(i64, i64)> = (0..120).map(|t| (t, all)).collect();
+        assert_eq!(
+            best_chain(&s, &mut spread).unwrap(),
+            Some(vec![Some(0), Some(1), Some(1), Some(1)])
+        );
+        let mut tied: Vec<(i64, i64)> = (0..120).map(|_| (5, all)).collect();
+        assert_eq!(
+            best_chain(&s, &mut tied).unwrap(),
+            Some(vec![Some(0), Some(0), Some(0), Some(0)])
         );
     }
 
