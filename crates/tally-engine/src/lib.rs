@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tally_core::{Classify, ErrorClass, TenantId};
 use tally_query::filter::semantics::compare_breakdown_values;
-use tally_query::funnel::{FunnelStepResult, FunnelStepsResult};
+use tally_query::funnel::{FunnelBreakdownRow, FunnelStepResult, FunnelStepsResult};
 use tally_query::trends::{TrendsPeriod, TrendsRow};
 use tally_query::{
     BreakdownValue, FunnelOrder, FunnelQuery, FunnelResult, Scope, TrendsQuery, TrendsResult,
@@ -340,8 +340,8 @@ impl Engine {
 
     /// A session that sees exactly the tenant's events and identity map, under the
     /// memory limit, with the `tally_*` functions.
-    /// Answers a funnel query (the `steps` view without breakdown; other views and
-    /// breakdowns are refused with [`tally_sql::Error::Unsupported`]).
+    /// Answers a funnel query (the `steps` view, with or without breakdown; other
+    /// views are refused with [`tally_sql::Error::Unsupported`]).
     pub async fn funnel(
         &self,
         query: &FunnelQuery,
@@ -381,52 +381,58 @@ impl Engine {
         };
         let plan = compile_funnel(query, &DataFusionDialect, &ctx)?;
         let session = self.session(plan.tenant).await?;
-        let batches = self.run(&session, plan.steps_sql()).await?;
-        let n = query.steps.len();
-        let mut persons = vec![0u64; n];
-        let mut avg = vec![None; n];
-        let mut median = vec![None; n];
-        if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
-            for s in 0..n {
-                let count = int_column(batch, 3 * s)?;
-                persons[s] = u64::try_from(count.value(0)).unwrap_or(0);
-                if s > 0 {
-                    let a = float_column(batch, 3 * s + 1)?;
-                    let m = float_column(batch, 3 * s + 2)?;
-                    avg[s] = a.is_valid(0).then(|| a.value(0));
-                    median[s] = m.is_valid(0).then(|| m.value(0));
+        let batches = self.run(&session, &plan.steps_sql(None)?).await?;
+        let total = match batches.iter().find(|b| b.num_rows() > 0) {
+            Some(batch) => funnel_steps(query, batch, 0, 0)?,
+            None => funnel_steps_empty(query),
+        };
+        let mut breakdowns = Vec::new();
+        if let (Some(b), Some(sql)) = (&query.breakdown, plan.ranking_sql()?) {
+            // Rank first-touch values by persons, merged by canonical value.
+            let batches = self.run(&session, &sql).await?;
+            let mut counts: Vec<(Vec<Value>, i64)> = Vec::new();
+            for batch in &batches {
+                let persons = int_column(batch, batch.num_columns() - 1)?;
+                for r in 0..batch.num_rows() {
+                    let key = (0..b.properties.len())
+                        .map(|i| breakdown_value(batch, i, r))
+                        .collect::<Result<Vec<_>>>()?;
+                    let n = persons.value(r);
+                    match counts.iter_mut().find(|(k, _)| keys_equal(k, &key)) {
+                        Some((_, total)) => *total += n,
+                        None => counts.push((key, n)),
+                    }
                 }
             }
-        }
-        let previous_required = |s: usize| -> Option<usize> {
-            if query.order == FunnelOrder::AnyOrder {
-                return s.checked_sub(1);
+            counts.sort_by(|(ka, ca), (kb, cb)| cb.cmp(ca).then_with(|| compare_keys(ka, kb)));
+            let with_other = counts.len() > b.limit as usize;
+            counts.truncate(b.limit as usize);
+            let keys: Vec<Vec<Value>> = counts.into_iter().map(|(k, _)| k).collect();
+            let sql = plan.steps_sql(Some(&to_sql_keys(&keys)))?;
+            let batches = self.run(&session, &sql).await?;
+            let mut rows: Vec<(i64, BreakdownValue)> = keys
+                .into_iter()
+                .enumerate()
+                .map(|(i, values)| (i as i64, BreakdownValue::Values { values }))
+                .collect();
+            if with_other {
+                rows.push((-1, BreakdownValue::Other));
             }
-            (0..s).rev().find(|p| !query.steps[*p].optional)
-        };
-        let percent =
-            |part: u64, whole: u64| (whole > 0).then(|| part as f64 * 100.0 / whole as f64);
-        let total = (0..n)
-            .map(|s| FunnelStepResult {
-                step: s as u32,
-                name: if query.order == FunnelOrder::AnyOrder {
-                    format!("Completed {} of {} steps", s + 1, n)
-                } else {
-                    query.steps[s].display_name()
-                },
-                optional: query.steps[s].optional,
-                persons: persons[s],
-                conversion_from_first_percent: percent(persons[s], persons[0]),
-                conversion_from_previous_percent: previous_required(s)
-                    .and_then(|p| percent(persons[s], persons[p])),
-                average_seconds_from_previous: avg[s],
-                median_seconds_from_previous: median[s],
-            })
-            .collect();
-        Ok(FunnelResult::Steps(FunnelStepsResult {
-            total,
-            breakdowns: Vec::new(),
-        }))
+            for (index, label) in rows {
+                let mut steps = funnel_steps_empty(query);
+                for batch in &batches {
+                    let ids = int_column(batch, 0)?;
+                    if let Some(r) = (0..batch.num_rows()).find(|&r| ids.value(r) == index) {
+                        steps = funnel_steps(query, batch, r, 1)?;
+                    }
+                }
+                breakdowns.push(FunnelBreakdownRow {
+                    breakdown: label,
+                    steps,
+                });
+            }
+        }
+        Ok(FunnelResult::Steps(FunnelStepsResult { total, breakdowns }))
     }
 
     async fn session(&self, tenant: TenantId) -> Result<SessionContext> {
@@ -534,6 +540,69 @@ impl Engine {
             Error::Execution(text)
         }
     }
+}
+
+/// The steps of a funnel from row `r` of a steps statement whose per-step columns
+/// (persons, avg, median) start at column `offset`.
+fn funnel_steps(
+    query: &FunnelQuery,
+    batch: &RecordBatch,
+    r: usize,
+    offset: usize,
+) -> Result<Vec<FunnelStepResult>> {
+    let n = query.steps.len();
+    let mut persons = vec![0u64; n];
+    let mut avg = vec![None; n];
+    let mut median = vec![None; n];
+    for s in 0..n {
+        let count = int_column(batch, offset + 3 * s)?;
+        persons[s] = u64::try_from(count.value(r)).unwrap_or(0);
+        if s > 0 {
+            let a = float_column(batch, offset + 3 * s + 1)?;
+            let m = float_column(batch, offset + 3 * s + 2)?;
+            avg[s] = a.is_valid(r).then(|| a.value(r));
+            median[s] = m.is_valid(r).then(|| m.value(r));
+        }
+    }
+    Ok(step_results(query, &persons, &avg, &median))
+}
+
+fn funnel_steps_empty(query: &FunnelQuery) -> Vec<FunnelStepResult> {
+    let n = query.steps.len();
+    step_results(query, &vec![0; n], &vec![None; n], &vec![None; n])
+}
+
+fn step_results(
+    query: &FunnelQuery,
+    persons: &[u64],
+    avg: &[Option<f64>],
+    median: &[Option<f64>],
+) -> Vec<FunnelStepResult> {
+    let n = query.steps.len();
+    let previous_required = |s: usize| -> Option<usize> {
+        if query.order == FunnelOrder::AnyOrder {
+            return s.checked_sub(1);
+        }
+        (0..s).rev().find(|p| !query.steps[*p].optional)
+    };
+    let percent = |part: u64, whole: u64| (whole > 0).then(|| part as f64 * 100.0 / whole as f64);
+    (0..n)
+        .map(|s| FunnelStepResult {
+            step: s as u32,
+            name: if query.order == FunnelOrder::AnyOrder {
+                format!("Completed {} of {} steps", s + 1, n)
+            } else {
+                query.steps[s].display_name()
+            },
+            optional: query.steps[s].optional,
+            persons: persons[s],
+            conversion_from_first_percent: percent(persons[s], persons[0]),
+            conversion_from_previous_percent: previous_required(s)
+                .and_then(|p| percent(persons[s], persons[p])),
+            average_seconds_from_previous: avg[s],
+            median_seconds_from_previous: median[s],
+        })
+        .collect()
 }
 
 fn int_column(batch: &RecordBatch, i: usize) -> Result<Int64Array> {

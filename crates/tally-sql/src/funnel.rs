@@ -20,7 +20,7 @@ use tally_query::time::parse_time_zone;
 use tally_query::{Calendar, FunnelOrder, FunnelQuery, FunnelView, TimeRange};
 
 use crate::dialect::Dialect;
-use crate::expr::{Scoped, join_bool};
+use crate::expr::{BreakdownKey, Scoped, join_bool};
 use crate::{CompileContext, Error, Result, scope_tenant};
 
 /// Mask bit of step `s` is `STEP_BIT << s` (steps 0..20).
@@ -157,14 +157,16 @@ pub struct FunnelPlan<'a> {
     pub range: TimeRange,
     /// The aggregate's configuration.
     pub spec: FunnelSpec,
-    steps_sql: String,
+    aggregate: &'static str,
+    dialect: &'a dyn Dialect,
+    ctx: CompileContext<'a>,
 }
 
-/// Compiles a funnel query (the `steps` view without breakdown).
+/// Compiles a funnel query (the `steps` view, with or without breakdown).
 pub fn compile_funnel<'a>(
     query: &'a FunnelQuery,
-    dialect: &dyn Dialect,
-    ctx: &CompileContext<'_>,
+    dialect: &'a dyn Dialect,
+    ctx: &CompileContext<'a>,
 ) -> Result<FunnelPlan<'a>> {
     query.validate()?;
     let tenant = scope_tenant(&query.scope)?;
@@ -180,9 +182,6 @@ pub fn compile_funnel<'a>(
                 .to_string(),
         ));
     }
-    if query.breakdown.is_some() {
-        return Err(Error::Unsupported("funnel breakdowns".to_string()));
-    }
     let default_tz = match ctx.tenant_time_zone {
         Some(name) => parse_time_zone("tenant.time_zone", name)?,
         None => chrono_tz::Tz::UTC,
@@ -194,77 +193,168 @@ pub fn compile_funnel<'a>(
         query.week_start,
     )?;
     let range = query.date_range.resolve(ctx.now, &calendar, "date_range")?;
-    let spec = FunnelSpec::of(query);
-    let s = Scoped::new(dialect, ctx.catalog, tenant);
-
-    // What each event matches; the global filters are in WHERE once.
-    let mut parts = Vec::new();
-    let mut any = Vec::new();
-    for (i, step) in query.steps.iter().enumerate() {
-        let m = s.matcher(&step.matcher(), &[])?;
-        parts.push(format!("CASE WHEN {m} THEN {} ELSE 0 END", STEP_BIT << i));
-        any.push(m);
-    }
-    for (i, x) in query.exclusions.iter().enumerate() {
-        let m = s.matcher(&x.matcher(), &[])?;
-        parts.push(format!(
-            "CASE WHEN {m} THEN {} ELSE 0 END",
-            1i64 << (EXCLUSION_SHIFT + i as u32)
-        ));
-        any.push(m);
-    }
-    let entry = join_bool(&s.time_bounds(Some(range.start), Some(range.end)), "AND");
-    parts.push(format!("CASE WHEN {entry} THEN {ENTRY_BIT} ELSE 0 END"));
-    let global = s.filters(&query.filters)?;
-
-    // Every chain event (and every event that could interrupt or exclude) is at or
-    // after an entry, so within [start, end + window).
-    let end = range.end.saturating_add(spec.window);
-    let mut conds = s.time_bounds(Some(range.start), Some(end));
-    if global != "TRUE" {
-        conds.push(global);
-    }
-    // Strict funnels need every event passing the global filters: any of them
-    // interrupts a sequence.
-    if query.order != FunnelOrder::Strict {
-        conds.push(join_bool(&any, "OR"));
-    }
-    let from = s.scoped_source(&conds);
-    let d = dialect;
-    let double = d.double_type();
-    let mut cols = Vec::new();
-    for i in 0..query.steps.len() {
-        let el = format!("{STEP_FUNCTION}(f, {i})");
-        cols.push(format!("CAST(COUNT({el}) AS BIGINT) AS persons_{i}"));
-        let seconds = format!("CAST({el} AS {double}) / 1000000.0");
-        cols.push(format!("AVG({seconds}) AS avg_{i}"));
-        cols.push(format!("{} AS median_{i}", d.quantile(&seconds, 0.5)));
-    }
-    let steps_sql = format!(
-        "SELECT {cols} FROM (SELECT {aggregate}(ts, mask, {spec}) AS f FROM (\
-         SELECT {ts} AS ts, {person} AS person_id, CAST({mask} AS BIGINT) AS mask {from}\
-         ) t GROUP BY person_id) p{suffix}",
-        cols = cols.join(", "),
-        spec = s.lit(&spec.encode()),
-        ts = s.ts(),
-        person = s.person(),
-        mask = parts.join(" + "),
-        suffix = d.statement_suffix(),
-    );
-    Ok(FunnelPlan {
+    let plan = FunnelPlan {
         query,
         tenant,
         range,
-        spec,
-        steps_sql,
-    })
+        spec: FunnelSpec::of(query),
+        aggregate,
+        dialect,
+        ctx: ctx.clone(),
+    };
+    // Compile every statement once now so that unsupported properties fail here.
+    plan.steps_sql(None)?;
+    plan.ranking_sql()?;
+    Ok(plan)
 }
 
 impl FunnelPlan<'_> {
-    /// One row: per step `i`, `persons_{i}` (BIGINT), `avg_{i}` and `median_{i}`
-    /// (DOUBLE seconds from the previous required step; meaningless for step 0).
-    pub fn steps_sql(&self) -> &str {
-        &self.steps_sql
+    fn scoped(&self) -> Scoped<'_> {
+        Scoped::new(self.dialect, self.ctx.catalog, self.tenant)
+    }
+
+    fn entry_mask(&self) -> i64 {
+        if self.query.order == FunnelOrder::AnyOrder {
+            (STEP_BIT << self.query.steps.len()) - 1
+        } else {
+            STEP_BIT
+        }
+    }
+
+    /// With a breakdown: rows of the breakdown columns (`b{i}_{s,n,b,o}` per property,
+    /// as in trends) of each entered person's first-touch event (earliest entry event,
+    /// ties by uuid) and `persons` (BIGINT) with that value.
+    pub fn ranking_sql(&self) -> Result<Option<String>> {
+        let Some(b) = &self.query.breakdown else {
+            return Ok(None);
+        };
+        let s = self.scoped();
+        let cols = s.breakdown_columns(&b.properties)?;
+        let entry_steps: Vec<String> = self
+            .query
+            .steps
+            .iter()
+            .take(if self.query.order == FunnelOrder::AnyOrder {
+                self.query.steps.len()
+            } else {
+                1
+            })
+            .map(|step| s.matcher(&step.matcher(), &self.query.filters))
+            .collect::<Result<_>>()?;
+        let mut conds = s.time_bounds(Some(self.range.start), Some(self.range.end));
+        conds.push(join_bool(&entry_steps, "OR"));
+        let inner: Vec<String> = cols.iter().map(|(e, n)| format!("{e} AS {n}")).collect();
+        let names: Vec<&str> = cols.iter().map(|(_, n)| n.as_str()).collect();
+        let firsts: Vec<String> = names
+            .iter()
+            .map(|n| format!("first_value({n} ORDER BY ts, uuid) AS {n}"))
+            .collect();
+        Ok(Some(format!(
+            "SELECT {names}, CAST(COUNT(*) AS BIGINT) AS persons FROM (\
+             SELECT {firsts} FROM (SELECT {ts} AS ts, {uuid} AS uuid, {person} AS person_id, {inner} {from}) t \
+             GROUP BY person_id) p GROUP BY {names}{suffix}",
+            names = names.join(", "),
+            firsts = firsts.join(", "),
+            ts = s.ts(),
+            uuid = s.col("e", "uuid"),
+            person = s.person(),
+            inner = inner.join(", "),
+            from = s.scoped_source(&conds),
+            suffix = self.dialect.statement_suffix(),
+        )))
+    }
+
+    /// Per step `i`, `persons_{i}` (BIGINT), `avg_{i}` and `median_{i}` (DOUBLE
+    /// seconds from the previous required step; meaningless for step 0). Without
+    /// `top`: one row over all persons. With `top` (the ranked breakdown keys): a
+    /// leading `row_index` column, the index in `top` of the person's first-touch
+    /// value or -1 for "other", one row per index that has persons.
+    pub fn steps_sql(&self, top: Option<&[BreakdownKey]>) -> Result<String> {
+        let q = self.query;
+        let d = self.dialect;
+        let s = self.scoped();
+        // What each event matches; the global filters are in WHERE once.
+        let mut parts = Vec::new();
+        let mut any = Vec::new();
+        for (i, step) in q.steps.iter().enumerate() {
+            let m = s.matcher(&step.matcher(), &[])?;
+            parts.push(format!("CASE WHEN {m} THEN {} ELSE 0 END", STEP_BIT << i));
+            any.push(m);
+        }
+        for (i, x) in q.exclusions.iter().enumerate() {
+            let m = s.matcher(&x.matcher(), &[])?;
+            parts.push(format!(
+                "CASE WHEN {m} THEN {} ELSE 0 END",
+                1i64 << (EXCLUSION_SHIFT + i as u32)
+            ));
+            any.push(m);
+        }
+        let entry = join_bool(
+            &s.time_bounds(Some(self.range.start), Some(self.range.end)),
+            "AND",
+        );
+        parts.push(format!("CASE WHEN {entry} THEN {ENTRY_BIT} ELSE 0 END"));
+        let row = match (&q.breakdown, top) {
+            (Some(b), Some(top)) => Some(s.breakdown_row(&b.properties, top)?),
+            _ => None,
+        };
+        let global = s.filters(&q.filters)?;
+        // Every chain event (and every event that could interrupt or exclude) is at
+        // or after an entry, so within [start, end + window).
+        let end = self.range.end.saturating_add(self.spec.window);
+        let mut conds = s.time_bounds(Some(self.range.start), Some(end));
+        if global != "TRUE" {
+            conds.push(global);
+        }
+        // Strict funnels need every event passing the global filters: any of them
+        // interrupts a sequence.
+        if q.order != FunnelOrder::Strict {
+            conds.push(join_bool(&any, "OR"));
+        }
+        let from = s.scoped_source(&conds);
+        let double = d.double_type();
+        let mut cols = Vec::new();
+        for i in 0..q.steps.len() {
+            let el = format!("{STEP_FUNCTION}(f, {i})");
+            cols.push(format!("CAST(COUNT({el}) AS BIGINT) AS persons_{i}"));
+            let seconds = format!("CAST({el} AS {double}) / 1000000.0");
+            cols.push(format!("AVG({seconds}) AS avg_{i}"));
+            cols.push(format!("{} AS median_{i}", d.quantile(&seconds, 0.5)));
+        }
+        let (row_col, first_touch, row_out, group) = match &row {
+            Some(row) => {
+                let entry = ENTRY_BIT | self.entry_mask();
+                let is_entry = if q.order == FunnelOrder::AnyOrder {
+                    format!(
+                        "(mask & {ENTRY_BIT}) <> 0 AND (mask & {}) <> 0",
+                        self.entry_mask()
+                    )
+                } else {
+                    format!("(mask & {entry}) = {entry}")
+                };
+                (
+                    format!(", {row} AS row_index, {} AS uuid", s.col("e", "uuid")),
+                    format!(
+                        ", first_value(row_index ORDER BY CASE WHEN {is_entry} THEN 0 ELSE 1 END, ts, uuid) AS row_index"
+                    ),
+                    "row_index, ".to_string(),
+                    " GROUP BY row_index".to_string(),
+                )
+            }
+            None => Default::default(),
+        };
+        Ok(format!(
+            "SELECT {row_out}{cols} FROM (SELECT {aggregate}(ts, mask, {spec}) AS f{first_touch} FROM (\
+             SELECT {ts} AS ts, {person} AS person_id, CAST({mask} AS BIGINT) AS mask{row_col} {from}\
+             ) t GROUP BY person_id) p{group}{suffix}",
+            cols = cols.join(", "),
+            aggregate = self.aggregate,
+            spec = s.lit(&self.spec.encode()),
+            ts = s.ts(),
+            person = s.person(),
+            mask = parts.join(" + "),
+            suffix = d.statement_suffix(),
+        ))
     }
 }
 

@@ -80,7 +80,21 @@ fn render(query: &Query, dialect: &dyn Dialect) -> String {
             }
         }
         Query::Funnel(q) => match compile_funnel(q, dialect, &ctx) {
-            Ok(plan) => out.push_str(&format!("-- steps\n{};\n", plan.steps_sql())),
+            Ok(plan) => {
+                if let Some(sql) = plan.ranking_sql().unwrap() {
+                    out.push_str(&format!("-- ranking\n{sql};\n"));
+                }
+                let sql = plan.steps_sql(None).unwrap();
+                out.push_str(&format!("-- steps\n{sql};\n"));
+                if let Some(b) = &q.breakdown {
+                    let top = vec![BreakdownKey(vec![
+                        PropertyValue::String("pro".into());
+                        b.properties.len()
+                    ])];
+                    let sql = plan.steps_sql(Some(&top)).unwrap();
+                    out.push_str(&format!("-- steps by breakdown row\n{sql};\n"));
+                }
+            }
             Err(e) => out.push_str(&format!("-- error: {e}\n")),
         },
         other => out.push_str(&format!(
