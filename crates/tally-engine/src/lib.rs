@@ -30,14 +30,17 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tally_core::{Classify, ErrorClass, TenantId};
 use tally_query::filter::semantics::compare_breakdown_values;
-use tally_query::funnel::{FunnelBreakdownRow, FunnelStepResult, FunnelStepsResult};
+use tally_query::funnel::{
+    FunnelBreakdownRow, FunnelPersonsResult, FunnelStepResult, FunnelStepsResult, FunnelView,
+    HistogramBin, PersonCursor, PersonKey, StepStatus, TimeToConvertResult,
+};
 use tally_query::trends::{TrendsPeriod, TrendsRow};
 use tally_query::{
     BreakdownValue, FunnelOrder, FunnelQuery, FunnelResult, Scope, TrendsQuery, TrendsResult,
 };
 use tally_sql::{
-    BreakdownKey, CompileContext, DataFusionDialect, KeyColumns, PeriodPlan, PropertyCatalog,
-    PropertyValue, TrendsPlan, compile_funnel, compile_trends,
+    BreakdownKey, CompileContext, DataFusionDialect, FunnelPlan, KeyColumns, PeriodPlan,
+    PropertyCatalog, PropertyValue, TrendsPlan, compile_funnel, compile_trends,
 };
 use tally_store::{EmbeddedStore, parse_property_column};
 
@@ -340,8 +343,9 @@ impl Engine {
 
     /// A session that sees exactly the tenant's events and identity map, under the
     /// memory limit, with the `tally_*` functions.
-    /// Answers a funnel query (the `steps` view, with or without breakdown; other
-    /// views are refused with [`tally_sql::Error::Unsupported`]).
+    /// Answers a funnel query: views `steps` (with or without breakdown),
+    /// `time_to_convert` and `persons`; `conversion_over_time` is refused with
+    /// [`tally_sql::Error::Unsupported`].
     pub async fn funnel(
         &self,
         query: &FunnelQuery,
@@ -381,35 +385,91 @@ impl Engine {
         };
         let plan = compile_funnel(query, &DataFusionDialect, &ctx)?;
         let session = self.session(plan.tenant).await?;
-        let batches = self.run(&session, &plan.steps_sql(None)?).await?;
+        match &query.view {
+            FunnelView::Steps => self.funnel_steps_view(&session, &plan).await,
+            FunnelView::TimeToConvert {
+                from_step,
+                to_step,
+                bins,
+            } => {
+                let to = to_step.unwrap_or(query.last_required_step());
+                self.time_to_convert(&session, &plan, *from_step, to, *bins)
+                    .await
+            }
+            FunnelView::Persons {
+                step,
+                status,
+                breakdown,
+                limit,
+                cursor,
+            } => {
+                self.funnel_persons(
+                    &session,
+                    &plan,
+                    *step,
+                    *status,
+                    breakdown.as_ref(),
+                    *limit,
+                    cursor.as_deref(),
+                )
+                .await
+            }
+            // Refused by the compiler.
+            FunnelView::ConversionOverTime { .. } => Err(Error::Execution(
+                "conversion_over_time is not supported".to_string(),
+            )),
+        }
+    }
+
+    /// The ranked first-touch breakdown keys (canonical values) and whether an
+    /// "other" row exists.
+    async fn funnel_top(
+        &self,
+        session: &SessionContext,
+        plan: &FunnelPlan<'_>,
+    ) -> Result<Option<(Vec<Vec<Value>>, bool)>> {
+        let (Some(b), Some(sql)) = (&plan.query.breakdown, plan.ranking_sql()?) else {
+            return Ok(None);
+        };
+        let batches = self.run(session, &sql).await?;
+        let mut counts: Vec<(Vec<Value>, i64)> = Vec::new();
+        for batch in &batches {
+            let persons = int_column(batch, batch.num_columns() - 1)?;
+            for r in 0..batch.num_rows() {
+                let key = (0..b.properties.len())
+                    .map(|i| breakdown_value(batch, i, r))
+                    .collect::<Result<Vec<_>>>()?;
+                let n = persons.value(r);
+                match counts.iter_mut().find(|(k, _)| keys_equal(k, &key)) {
+                    Some((_, total)) => *total += n,
+                    None => counts.push((key, n)),
+                }
+            }
+        }
+        counts.sort_by(|(ka, ca), (kb, cb)| cb.cmp(ca).then_with(|| compare_keys(ka, kb)));
+        let with_other = counts.len() > b.limit as usize;
+        counts.truncate(b.limit as usize);
+        Ok(Some((
+            counts.into_iter().map(|(k, _)| k).collect(),
+            with_other,
+        )))
+    }
+
+    async fn funnel_steps_view(
+        &self,
+        session: &SessionContext,
+        plan: &FunnelPlan<'_>,
+    ) -> Result<FunnelResult> {
+        let query = plan.query;
+        let batches = self.run(session, &plan.steps_sql(None)?).await?;
         let total = match batches.iter().find(|b| b.num_rows() > 0) {
             Some(batch) => funnel_steps(query, batch, 0, 0)?,
             None => funnel_steps_empty(query),
         };
         let mut breakdowns = Vec::new();
-        if let (Some(b), Some(sql)) = (&query.breakdown, plan.ranking_sql()?) {
-            // Rank first-touch values by persons, merged by canonical value.
-            let batches = self.run(&session, &sql).await?;
-            let mut counts: Vec<(Vec<Value>, i64)> = Vec::new();
-            for batch in &batches {
-                let persons = int_column(batch, batch.num_columns() - 1)?;
-                for r in 0..batch.num_rows() {
-                    let key = (0..b.properties.len())
-                        .map(|i| breakdown_value(batch, i, r))
-                        .collect::<Result<Vec<_>>>()?;
-                    let n = persons.value(r);
-                    match counts.iter_mut().find(|(k, _)| keys_equal(k, &key)) {
-                        Some((_, total)) => *total += n,
-                        None => counts.push((key, n)),
-                    }
-                }
-            }
-            counts.sort_by(|(ka, ca), (kb, cb)| cb.cmp(ca).then_with(|| compare_keys(ka, kb)));
-            let with_other = counts.len() > b.limit as usize;
-            counts.truncate(b.limit as usize);
-            let keys: Vec<Vec<Value>> = counts.into_iter().map(|(k, _)| k).collect();
+        if let Some((keys, with_other)) = self.funnel_top(session, plan).await? {
             let sql = plan.steps_sql(Some(&to_sql_keys(&keys)))?;
-            let batches = self.run(&session, &sql).await?;
+            let batches = self.run(session, &sql).await?;
             let mut rows: Vec<(i64, BreakdownValue)> = keys
                 .into_iter()
                 .enumerate()
@@ -433,6 +493,164 @@ impl Engine {
             }
         }
         Ok(FunnelResult::Steps(FunnelStepsResult { total, breakdowns }))
+    }
+
+    async fn time_to_convert(
+        &self,
+        session: &SessionContext,
+        plan: &FunnelPlan<'_>,
+        from_step: u32,
+        to_step: u32,
+        bins: u32,
+    ) -> Result<FunnelResult> {
+        let batches = self
+            .run(session, &plan.time_to_convert_sql(from_step, to_step)?)
+            .await?;
+        let mut result = TimeToConvertResult {
+            from_step,
+            to_step,
+            persons: 0,
+            bins: Vec::new(),
+            average_seconds: None,
+            median_seconds: None,
+        };
+        let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+            return Ok(FunnelResult::TimeToConvert(result));
+        };
+        let persons = int_column(batch, 0)?.value(0);
+        let (min, max) = (int_column(batch, 1)?, int_column(batch, 2)?);
+        if persons <= 0 || min.is_null(0) || max.is_null(0) {
+            return Ok(FunnelResult::TimeToConvert(result));
+        }
+        let (min, max) = (min.value(0), max.value(0));
+        let (avg, median) = (float_column(batch, 3)?, float_column(batch, 4)?);
+        result.persons = u64::try_from(persons).unwrap_or(0);
+        result.average_seconds = avg.is_valid(0).then(|| avg.value(0));
+        result.median_seconds = median.is_valid(0).then(|| median.value(0));
+        // Exactly `bins` bins of whole microseconds covering [min, max].
+        let count = i64::from(bins.max(1));
+        let width = (((max - min + 1) + count - 1) / count).max(1);
+        let sql = plan.time_to_convert_bins_sql(from_step, to_step, min, width)?;
+        let mut per_bin = vec![0u64; count as usize];
+        for batch in self.run(session, &sql).await? {
+            let (bin, n) = (int_column(&batch, 0)?, int_column(&batch, 1)?);
+            for r in 0..batch.num_rows() {
+                if let Some(slot) = usize::try_from(bin.value(r))
+                    .ok()
+                    .and_then(|b| per_bin.get_mut(b))
+                {
+                    *slot += u64::try_from(n.value(r)).unwrap_or(0);
+                }
+            }
+        }
+        result.bins = per_bin
+            .into_iter()
+            .enumerate()
+            .map(|(i, persons)| {
+                let from = min + i as i64 * width;
+                HistogramBin {
+                    from_seconds: from as f64 / 1e6,
+                    to_seconds: (from + width) as f64 / 1e6,
+                    persons,
+                }
+            })
+            .collect();
+        Ok(FunnelResult::TimeToConvert(result))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn funnel_persons(
+        &self,
+        session: &SessionContext,
+        plan: &FunnelPlan<'_>,
+        step: u32,
+        status: StepStatus,
+        breakdown: Option<&BreakdownValue>,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> Result<FunnelResult> {
+        let query = plan.query;
+        let empty = || {
+            Ok(FunnelResult::Persons(FunnelPersonsResult {
+                persons: Vec::new(),
+                next_cursor: None,
+            }))
+        };
+        // Persons are ordered by (tenant, person id): a cursor of another tenant is
+        // before or after all of this tenant's persons.
+        let after = match cursor
+            .map(PersonCursor::decode)
+            .transpose()
+            .map_err(tally_sql::Error::from)?
+        {
+            Some(c) if c.0.tenant > plan.tenant => return empty(),
+            Some(c) if c.0.tenant == plan.tenant => Some(c.0.person_id),
+            _ => None,
+        };
+        let previous = match status {
+            StepStatus::Reached => None,
+            StepStatus::DroppedOff => {
+                let s = step as usize;
+                let prev = if query.order == FunnelOrder::AnyOrder {
+                    s.checked_sub(1)
+                } else {
+                    (0..s).rev().find(|p| !query.steps[*p].optional)
+                };
+                match prev {
+                    Some(p) => Some(p as u32),
+                    None => return empty(),
+                }
+            }
+        };
+        let mut top = None;
+        let mut row = None;
+        if let Some(wanted) = breakdown
+            && let Some((keys, _)) = self.funnel_top(session, plan).await?
+        {
+            row = Some(match wanted {
+                BreakdownValue::Other => -1,
+                BreakdownValue::Values { values } => {
+                    let canonical: Vec<Value> = values
+                        .iter()
+                        .map(|v| tally_query::filter::semantics::breakdown_value(Some(v)))
+                        .collect();
+                    keys.iter()
+                        .position(|k| keys_equal(k, &canonical))
+                        .map_or(-1, |i| i as i64)
+                }
+            });
+            top = Some(to_sql_keys(&keys));
+        }
+        let sql = plan.persons_sql(
+            step,
+            previous,
+            top.as_deref(),
+            row,
+            after.as_deref(),
+            limit.saturating_add(1),
+        )?;
+        let mut ids = Vec::new();
+        for batch in self.run(session, &sql).await? {
+            let col = string_column(&batch, 0)?;
+            for r in 0..batch.num_rows() {
+                ids.push(col.value(r).to_string());
+            }
+        }
+        let limit = limit as usize;
+        let mut persons: Vec<PersonKey> = ids
+            .into_iter()
+            .map(|person_id| PersonKey {
+                tenant: plan.tenant,
+                person_id,
+            })
+            .collect();
+        let next_cursor = (persons.len() > limit && limit > 0)
+            .then(|| PersonCursor(persons[limit - 1].clone()).encode());
+        persons.truncate(limit);
+        Ok(FunnelResult::Persons(FunnelPersonsResult {
+            persons,
+            next_cursor,
+        }))
     }
 
     async fn session(&self, tenant: TenantId) -> Result<SessionContext> {

@@ -162,7 +162,8 @@ pub struct FunnelPlan<'a> {
     ctx: CompileContext<'a>,
 }
 
-/// Compiles a funnel query (the `steps` view, with or without breakdown).
+/// Compiles a funnel query (views `steps`, `time_to_convert`, `persons`; with or
+/// without breakdown).
 pub fn compile_funnel<'a>(
     query: &'a FunnelQuery,
     dialect: &'a dyn Dialect,
@@ -176,10 +177,9 @@ pub fn compile_funnel<'a>(
             dialect.name()
         )));
     };
-    if query.view != FunnelView::Steps {
+    if let FunnelView::ConversionOverTime { .. } = query.view {
         return Err(Error::Unsupported(
-            "funnel views other than `steps` (time_to_convert, conversion_over_time, persons)"
-                .to_string(),
+            "the funnel view `conversion_over_time`".to_string(),
         ));
     }
     let default_tz = match ctx.tenant_time_zone {
@@ -270,8 +270,124 @@ impl FunnelPlan<'_> {
     /// leading `row_index` column, the index in `top` of the person's first-touch
     /// value or -1 for "other", one row per index that has persons.
     pub fn steps_sql(&self, top: Option<&[BreakdownKey]>) -> Result<String> {
-        let q = self.query;
         let d = self.dialect;
+        let double = d.double_type();
+        let mut cols = Vec::new();
+        for i in 0..self.query.steps.len() {
+            let el = format!("{STEP_FUNCTION}(f, {i})");
+            cols.push(format!("CAST(COUNT({el}) AS BIGINT) AS persons_{i}"));
+            let seconds = format!("CAST({el} AS {double}) / 1000000.0");
+            cols.push(format!("AVG({seconds}) AS avg_{i}"));
+            cols.push(format!("{} AS median_{i}", d.quantile(&seconds, 0.5)));
+        }
+        let per_person = self.per_person_sql(top)?;
+        let (row_out, group) = if per_person.1 {
+            ("row_index, ", " GROUP BY row_index")
+        } else {
+            ("", "")
+        };
+        Ok(format!(
+            "SELECT {row_out}{cols} FROM ({inner}) p{group}{suffix}",
+            cols = cols.join(", "),
+            inner = per_person.0,
+            suffix = d.statement_suffix(),
+        ))
+    }
+
+    /// The µs from `from_step`'s event to `to_step`'s on a person's best chain (both
+    /// required), as an expression over `f`: the sum of the steps' times from their
+    /// previous required step.
+    fn conversion_time(&self, from_step: u32, to_step: u32) -> String {
+        let q = self.query;
+        let parts: Vec<String> = (from_step as usize + 1..=to_step as usize)
+            .filter(|&s| q.order == FunnelOrder::AnyOrder || !q.steps[s].optional)
+            .map(|s| format!("{STEP_FUNCTION}(f, {s})"))
+            .collect();
+        if parts.is_empty() {
+            "CAST(NULL AS BIGINT)".to_string()
+        } else {
+            parts.join(" + ")
+        }
+    }
+
+    /// The `time_to_convert` view's summary: one row `persons` (BIGINT), `min_us`,
+    /// `max_us` (BIGINT), `avg_seconds`, `median_seconds` (DOUBLE) over the persons
+    /// whose best chain reaches `to_step`.
+    pub fn time_to_convert_sql(&self, from_step: u32, to_step: u32) -> Result<String> {
+        let d = self.dialect;
+        let double = d.double_type();
+        let seconds = format!("CAST(x AS {double}) / 1000000.0");
+        Ok(format!(
+            "SELECT CAST(COUNT(x) AS BIGINT) AS persons, MIN(x) AS min_us, MAX(x) AS max_us, \
+             AVG({seconds}) AS avg_seconds, {median} AS median_seconds \
+             FROM (SELECT {x} AS x FROM ({inner}) p) q WHERE x IS NOT NULL{suffix}",
+            median = d.quantile(&seconds, 0.5),
+            x = self.conversion_time(from_step, to_step),
+            inner = self.per_person_sql(None)?.0,
+            suffix = d.statement_suffix(),
+        ))
+    }
+
+    /// The `time_to_convert` view's bins: rows `bin` (BIGINT, `(time - min_us) /
+    /// width_us`) and `persons` (BIGINT), for bins that have persons.
+    pub fn time_to_convert_bins_sql(
+        &self,
+        from_step: u32,
+        to_step: u32,
+        min_us: i64,
+        width_us: i64,
+    ) -> Result<String> {
+        Ok(format!(
+            "SELECT CAST((x - {min_us}) / {width} AS BIGINT) AS bin, CAST(COUNT(*) AS BIGINT) AS persons \
+             FROM (SELECT {x} AS x FROM ({inner}) p) q WHERE x IS NOT NULL \
+             GROUP BY CAST((x - {min_us}) / {width} AS BIGINT){suffix}",
+            width = width_us.max(1),
+            x = self.conversion_time(from_step, to_step),
+            inner = self.per_person_sql(None)?.0,
+            suffix = self.dialect.statement_suffix(),
+        ))
+    }
+
+    /// The `persons` view: rows `person_id` (text) of the persons who reached `step`
+    /// (`dropped_off`: reached `previous` but not `step`), restricted to breakdown row
+    /// `row` (an index into `top`, -1 for "other") when given, with id greater than
+    /// `after` when given, ascending, at most `limit` rows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn persons_sql(
+        &self,
+        step: u32,
+        previous: Option<u32>,
+        top: Option<&[BreakdownKey]>,
+        row: Option<i64>,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<String> {
+        let (inner, has_rows) = self.per_person_sql(top)?;
+        let mut conds = vec![format!("{STEP_FUNCTION}(f, {step}) IS NOT NULL")];
+        if let Some(prev) = previous {
+            conds = vec![
+                format!("{STEP_FUNCTION}(f, {prev}) IS NOT NULL"),
+                format!("{STEP_FUNCTION}(f, {step}) IS NULL"),
+            ];
+        }
+        if let (Some(row), true) = (row, has_rows) {
+            conds.push(format!("row_index = {row}"));
+        }
+        if let Some(after) = after {
+            conds.push(format!("person_id > {}", self.dialect.quote_string(after)));
+        }
+        Ok(format!(
+            "SELECT person_id FROM ({inner}) p WHERE {conds} ORDER BY person_id LIMIT {limit}{suffix}",
+            conds = conds.join(" AND "),
+            suffix = self.dialect.statement_suffix(),
+        ))
+    }
+
+    /// Per person: `person_id`, `f` (the aggregate's list, NULL for persons who did
+    /// not enter) and, with a breakdown and `top`, `row_index` of the first touch (the
+    /// bool says whether it is there).
+    fn per_person_sql(&self, top: Option<&[BreakdownKey]>) -> Result<(String, bool)> {
+        let q = self.query;
         let s = self.scoped();
         // What each event matches; the global filters are in WHERE once.
         let mut parts = Vec::new();
@@ -312,16 +428,7 @@ impl FunnelPlan<'_> {
             conds.push(join_bool(&any, "OR"));
         }
         let from = s.scoped_source(&conds);
-        let double = d.double_type();
-        let mut cols = Vec::new();
-        for i in 0..q.steps.len() {
-            let el = format!("{STEP_FUNCTION}(f, {i})");
-            cols.push(format!("CAST(COUNT({el}) AS BIGINT) AS persons_{i}"));
-            let seconds = format!("CAST({el} AS {double}) / 1000000.0");
-            cols.push(format!("AVG({seconds}) AS avg_{i}"));
-            cols.push(format!("{} AS median_{i}", d.quantile(&seconds, 0.5)));
-        }
-        let (row_col, first_touch, row_out, group) = match &row {
+        let (row_col, first_touch) = match &row {
             Some(row) => {
                 let entry = ENTRY_BIT | self.entry_mask();
                 let is_entry = if q.order == FunnelOrder::AnyOrder {
@@ -337,23 +444,22 @@ impl FunnelPlan<'_> {
                     format!(
                         ", first_value(row_index ORDER BY CASE WHEN {is_entry} THEN 0 ELSE 1 END, ts, uuid) AS row_index"
                     ),
-                    "row_index, ".to_string(),
-                    " GROUP BY row_index".to_string(),
                 )
             }
             None => Default::default(),
         };
-        Ok(format!(
-            "SELECT {row_out}{cols} FROM (SELECT {aggregate}(ts, mask, {spec}) AS f{first_touch} FROM (\
-             SELECT {ts} AS ts, {person} AS person_id, CAST({mask} AS BIGINT) AS mask{row_col} {from}\
-             ) t GROUP BY person_id) p{group}{suffix}",
-            cols = cols.join(", "),
-            aggregate = self.aggregate,
-            spec = s.lit(&self.spec.encode()),
-            ts = s.ts(),
-            person = s.person(),
-            mask = parts.join(" + "),
-            suffix = d.statement_suffix(),
+        Ok((
+            format!(
+                "SELECT person_id, {aggregate}(ts, mask, {spec}) AS f{first_touch} FROM (\
+                 SELECT {ts} AS ts, {person} AS person_id, CAST({mask} AS BIGINT) AS mask{row_col} {from}\
+                 ) t GROUP BY person_id",
+                aggregate = self.aggregate,
+                spec = s.lit(&self.spec.encode()),
+                ts = s.ts(),
+                person = s.person(),
+                mask = parts.join(" + "),
+            ),
+            row.is_some(),
         ))
     }
 }

@@ -86,6 +86,37 @@ fn render(query: &Query, dialect: &dyn Dialect) -> String {
                 }
                 let sql = plan.steps_sql(None).unwrap();
                 out.push_str(&format!("-- steps\n{sql};\n"));
+                match &q.view {
+                    tally_query::FunnelView::TimeToConvert { from_step, .. } => {
+                        let to = q.last_required_step();
+                        let sql = plan.time_to_convert_sql(*from_step, to).unwrap();
+                        out.push_str(&format!("-- time to convert\n{sql};\n"));
+                        let sql = plan
+                            .time_to_convert_bins_sql(*from_step, to, 5_000_000, 60_000_000)
+                            .unwrap();
+                        out.push_str(&format!("-- time to convert bins\n{sql};\n"));
+                    }
+                    tally_query::FunnelView::Persons { step, limit, .. } => {
+                        let top = q.breakdown.as_ref().map(|b| {
+                            vec![BreakdownKey(vec![
+                                PropertyValue::String("pro".into());
+                                b.properties.len()
+                            ])]
+                        });
+                        let sql = plan
+                            .persons_sql(
+                                *step,
+                                Some(0),
+                                top.as_deref(),
+                                Some(-1),
+                                Some("it's"),
+                                *limit + 1,
+                            )
+                            .unwrap();
+                        out.push_str(&format!("-- persons\n{sql};\n"));
+                    }
+                    _ => {}
+                }
                 if let Some(b) = &q.breakdown {
                     let top = vec![BreakdownKey(vec![
                         PropertyValue::String("pro".into());
