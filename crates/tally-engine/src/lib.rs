@@ -31,8 +31,9 @@ use serde_json::Value;
 use tally_core::{Classify, ErrorClass, TenantId};
 use tally_query::filter::semantics::compare_breakdown_values;
 use tally_query::funnel::{
-    FunnelBreakdownRow, FunnelPersonsResult, FunnelStepResult, FunnelStepsResult, FunnelView,
-    HistogramBin, PersonCursor, PersonKey, StepStatus, TimeToConvertResult,
+    ConversionBreakdownRow, ConversionOverTimeResult, ConversionPoint, FunnelBreakdownRow,
+    FunnelPersonsResult, FunnelStepResult, FunnelStepsResult, FunnelView, HistogramBin,
+    PersonCursor, PersonKey, StepStatus, TimeToConvertResult,
 };
 use tally_query::trends::{TrendsPeriod, TrendsRow};
 use tally_query::{
@@ -343,9 +344,7 @@ impl Engine {
 
     /// A session that sees exactly the tenant's events and identity map, under the
     /// memory limit, with the `tally_*` functions.
-    /// Answers a funnel query: views `steps` (with or without breakdown),
-    /// `time_to_convert` and `persons`; `conversion_over_time` is refused with
-    /// [`tally_sql::Error::Unsupported`].
+    /// Answers a funnel query, every view, with or without breakdown.
     pub async fn funnel(
         &self,
         query: &FunnelQuery,
@@ -414,10 +413,9 @@ impl Engine {
                 )
                 .await
             }
-            // Refused by the compiler.
-            FunnelView::ConversionOverTime { .. } => Err(Error::Execution(
-                "conversion_over_time is not supported".to_string(),
-            )),
+            FunnelView::ConversionOverTime { interval } => {
+                self.conversion_over_time(&session, &plan, *interval).await
+            }
         }
     }
 
@@ -493,6 +491,101 @@ impl Engine {
             }
         }
         Ok(FunnelResult::Steps(FunnelStepsResult { total, breakdowns }))
+    }
+
+    async fn conversion_over_time(
+        &self,
+        session: &SessionContext,
+        plan: &FunnelPlan<'_>,
+        interval: tally_query::Interval,
+    ) -> Result<FunnelResult> {
+        let (buckets, ranges) = plan.conversion_buckets(interval)?;
+        let n = buckets.len();
+        let points = |counts: &[(u64, u64)]| -> Vec<ConversionPoint> {
+            counts
+                .iter()
+                .map(|&(entered, converted)| ConversionPoint {
+                    entered,
+                    converted,
+                    conversion_percent: (entered > 0)
+                        .then(|| converted as f64 * 100.0 / entered as f64),
+                })
+                .collect()
+        };
+        let read =
+            |batches: &[RecordBatch], with_row: bool| -> Result<Vec<(i64, usize, u64, u64)>> {
+                let mut out = Vec::new();
+                for batch in batches {
+                    let bucket = int_column(batch, 0)?;
+                    let row = if with_row {
+                        Some(int_column(batch, 1)?)
+                    } else {
+                        None
+                    };
+                    let at = if with_row { 2 } else { 1 };
+                    let (entered, converted) = (int_column(batch, at)?, int_column(batch, at + 1)?);
+                    for r in 0..batch.num_rows() {
+                        let Ok(b) = usize::try_from(bucket.value(r)) else {
+                            continue;
+                        };
+                        out.push((
+                            row.as_ref().map_or(0, |c| c.value(r)),
+                            b,
+                            u64::try_from(entered.value(r)).unwrap_or(0),
+                            u64::try_from(converted.value(r)).unwrap_or(0),
+                        ));
+                    }
+                }
+                Ok(out)
+            };
+        let mut total = vec![(0u64, 0u64); n];
+        if n > 0 {
+            let batches = self
+                .run(session, &plan.conversion_sql(&ranges, None)?)
+                .await?;
+            for (_, b, e, c) in read(&batches, false)? {
+                if let Some(slot) = total.get_mut(b) {
+                    *slot = (e, c);
+                }
+            }
+        }
+        let mut breakdowns = Vec::new();
+        if let Some((keys, with_other)) = self.funnel_top(session, plan).await? {
+            let mut rows: Vec<(i64, BreakdownValue)> = keys
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, values)| (i as i64, BreakdownValue::Values { values }))
+                .collect();
+            if with_other {
+                rows.push((-1, BreakdownValue::Other));
+            }
+            let mut counts = vec![vec![(0u64, 0u64); n]; rows.len()];
+            if n > 0 && !rows.is_empty() {
+                let sql = plan.conversion_sql(&ranges, Some(&to_sql_keys(&keys)))?;
+                let batches = self.run(session, &sql).await?;
+                for (row, b, e, c) in read(&batches, true)? {
+                    if let Some(ri) = rows.iter().position(|(id, _)| *id == row)
+                        && let Some(slot) = counts[ri].get_mut(b)
+                    {
+                        *slot = (e, c);
+                    }
+                }
+            }
+            breakdowns = rows
+                .into_iter()
+                .zip(counts)
+                .map(|((_, breakdown), c)| ConversionBreakdownRow {
+                    breakdown,
+                    points: points(&c),
+                })
+                .collect();
+        }
+        Ok(FunnelResult::ConversionOverTime(ConversionOverTimeResult {
+            buckets,
+            total: points(&total),
+            breakdowns,
+        }))
     }
 
     async fn time_to_convert(

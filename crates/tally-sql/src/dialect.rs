@@ -95,9 +95,6 @@ pub trait Dialect {
     /// A literal table `alias(columns...)` of BIGINT rows, to be `CROSS JOIN`ed.
     fn values_table(&self, alias: &str, columns: &[&str], rows: &[Vec<i64>]) -> String;
 
-    /// The name of Tally's funnel aggregate (contract in `docs/QUERY-ENGINE.md`).
-    fn funnel_function(&self) -> &'static str;
-
     /// The name of Tally's retention aggregate (contract in `docs/QUERY-ENGINE.md`).
     fn retention_function(&self) -> &'static str;
 }
@@ -247,9 +244,6 @@ impl Dialect for DataFusionDialect {
             columns.join(", ")
         )
     }
-    fn funnel_function(&self) -> &'static str {
-        "tally_funnel"
-    }
     fn retention_function(&self) -> &'static str {
         "tally_retention"
     }
@@ -361,12 +355,6 @@ impl Dialect for ClickHouseDialect {
             structure.join(", "),
             rows.join(", ")
         )
-    }
-    fn funnel_function(&self) -> &'static str {
-        // A user-defined aggregate with the same contract (ClickHouse's windowFunnel
-        // lets one row fill several steps and knows no exclusions or optional steps,
-        // so it cannot be used as is; see docs/QUERY-ENGINE.md).
-        "tally_funnel"
     }
     fn retention_function(&self) -> &'static str {
         "tally_retention"

@@ -17,10 +17,11 @@
 use serde_json::{Value, json};
 use tally_core::TenantId;
 use tally_query::time::parse_time_zone;
-use tally_query::{Calendar, FunnelOrder, FunnelQuery, FunnelView, TimeRange};
+use tally_query::{Bucket, Calendar, FunnelOrder, FunnelQuery, Interval, TimeRange};
 
 use crate::dialect::Dialect;
 use crate::expr::{BreakdownKey, Scoped, join_bool};
+use crate::trends::PeriodPlan;
 use crate::{CompileContext, Error, Result, scope_tenant};
 
 /// Mask bit of step `s` is `STEP_BIT << s` (steps 0..20).
@@ -147,6 +148,9 @@ impl FunnelSpec {
     }
 }
 
+/// The `conversion_over_time` buckets and each one's entry range `[lo, hi)`.
+pub type ConversionBuckets = (Vec<Bucket>, Vec<(i64, i64)>);
+
 /// A compiled funnel query.
 pub struct FunnelPlan<'a> {
     /// The query.
@@ -157,13 +161,13 @@ pub struct FunnelPlan<'a> {
     pub range: TimeRange,
     /// The aggregate's configuration.
     pub spec: FunnelSpec,
+    calendar: Calendar,
     aggregate: &'static str,
     dialect: &'a dyn Dialect,
     ctx: CompileContext<'a>,
 }
 
-/// Compiles a funnel query (views `steps`, `time_to_convert`, `persons`; with or
-/// without breakdown).
+/// Compiles a funnel query (every view, with or without breakdown).
 pub fn compile_funnel<'a>(
     query: &'a FunnelQuery,
     dialect: &'a dyn Dialect,
@@ -177,11 +181,6 @@ pub fn compile_funnel<'a>(
             dialect.name()
         )));
     };
-    if let FunnelView::ConversionOverTime { .. } = query.view {
-        return Err(Error::Unsupported(
-            "the funnel view `conversion_over_time`".to_string(),
-        ));
-    }
     let default_tz = match ctx.tenant_time_zone {
         Some(name) => parse_time_zone("tenant.time_zone", name)?,
         None => chrono_tz::Tz::UTC,
@@ -198,6 +197,7 @@ pub fn compile_funnel<'a>(
         tenant,
         range,
         spec: FunnelSpec::of(query),
+        calendar,
         aggregate,
         dialect,
         ctx: ctx.clone(),
@@ -280,7 +280,7 @@ impl FunnelPlan<'_> {
             cols.push(format!("AVG({seconds}) AS avg_{i}"));
             cols.push(format!("{} AS median_{i}", d.quantile(&seconds, 0.5)));
         }
-        let per_person = self.per_person_sql(top)?;
+        let per_person = self.per_person_sql(top, None)?;
         let (row_out, group) = if per_person.1 {
             ("row_index, ", " GROUP BY row_index")
         } else {
@@ -323,7 +323,7 @@ impl FunnelPlan<'_> {
              FROM (SELECT {x} AS x FROM ({inner}) p) q WHERE x IS NOT NULL{suffix}",
             median = d.quantile(&seconds, 0.5),
             x = self.conversion_time(from_step, to_step),
-            inner = self.per_person_sql(None)?.0,
+            inner = self.per_person_sql(None, None)?.0,
             suffix = d.statement_suffix(),
         ))
     }
@@ -343,7 +343,7 @@ impl FunnelPlan<'_> {
              GROUP BY CAST((x - {min_us}) / {width} AS BIGINT){suffix}",
             width = width_us.max(1),
             x = self.conversion_time(from_step, to_step),
-            inner = self.per_person_sql(None)?.0,
+            inner = self.per_person_sql(None, None)?.0,
             suffix = self.dialect.statement_suffix(),
         ))
     }
@@ -362,7 +362,7 @@ impl FunnelPlan<'_> {
         after: Option<&str>,
         limit: u32,
     ) -> Result<String> {
-        let (inner, has_rows) = self.per_person_sql(top)?;
+        let (inner, has_rows) = self.per_person_sql(top, None)?;
         let mut conds = vec![format!("{STEP_FUNCTION}(f, {step}) IS NOT NULL")];
         if let Some(prev) = previous {
             conds = vec![
@@ -383,10 +383,55 @@ impl FunnelPlan<'_> {
         ))
     }
 
+    /// The `conversion_over_time` buckets (the calendar's periods of the range) and
+    /// each one's entry range, clipped to the date range.
+    pub fn conversion_buckets(&self, interval: Interval) -> Result<ConversionBuckets> {
+        let plan = PeriodPlan::new(&self.calendar, self.range, interval)?;
+        let ranges = plan
+            .buckets
+            .iter()
+            .zip(&plan.ends)
+            .map(|(b, end)| (b.start.max(self.range.start), (*end).min(self.range.end)))
+            .collect();
+        Ok((plan.buckets, ranges))
+    }
+
+    /// The `conversion_over_time` view: rows `bucket_index` (BIGINT; with `top`, then
+    /// `row_index` as in [`FunnelPlan::steps_sql`]), `entered` and `converted` (BIGINT:
+    /// persons with an entry in the bucket, and of them those reaching the last
+    /// required step from an entry in the bucket). Empty groups are missing.
+    pub fn conversion_sql(
+        &self,
+        buckets: &[(i64, i64)],
+        top: Option<&[BreakdownKey]>,
+    ) -> Result<String> {
+        if buckets.is_empty() {
+            return Err(Error::Unsupported(
+                "conversion over time without buckets".to_string(),
+            ));
+        }
+        let (inner, has_rows) = self.per_person_sql(top, Some(buckets))?;
+        let last = self.query.last_required_step();
+        let (row_out, group) = if has_rows {
+            ("row_index, ", "bucket_index, row_index")
+        } else {
+            ("", "bucket_index")
+        };
+        Ok(format!(
+            "SELECT bucket_index, {row_out}CAST(COUNT({STEP_FUNCTION}(f, 0)) AS BIGINT) AS entered, \
+             CAST(COUNT({STEP_FUNCTION}(f, {last})) AS BIGINT) AS converted FROM ({inner}) p GROUP BY {group}{suffix}",
+            suffix = self.dialect.statement_suffix(),
+        ))
+    }
+
     /// Per person: `person_id`, `f` (the aggregate's list, NULL for persons who did
     /// not enter) and, with a breakdown and `top`, `row_index` of the first touch (the
     /// bool says whether it is there).
-    fn per_person_sql(&self, top: Option<&[BreakdownKey]>) -> Result<(String, bool)> {
+    fn per_person_sql(
+        &self,
+        top: Option<&[BreakdownKey]>,
+        buckets: Option<&[(i64, i64)]>,
+    ) -> Result<(String, bool)> {
         let q = self.query;
         let s = self.scoped();
         // What each event matches; the global filters are in WHERE once.
@@ -409,7 +454,11 @@ impl FunnelPlan<'_> {
             &s.time_bounds(Some(self.range.start), Some(self.range.end)),
             "AND",
         );
-        parts.push(format!("CASE WHEN {entry} THEN {ENTRY_BIT} ELSE 0 END"));
+        // Per bucket, entries are the events in the bucket: the entry bit is added
+        // after the join with the buckets.
+        if buckets.is_none() {
+            parts.push(format!("CASE WHEN {entry} THEN {ENTRY_BIT} ELSE 0 END"));
+        }
         let row = match (&q.breakdown, top) {
             (Some(b), Some(top)) => Some(s.breakdown_row(&b.properties, top)?),
             _ => None,
@@ -448,16 +497,40 @@ impl FunnelPlan<'_> {
             }
             None => Default::default(),
         };
+        let rows = format!(
+            "SELECT {ts} AS ts, {person} AS person_id, CAST({mask} AS BIGINT) AS mask{row_col} {from}",
+            ts = s.ts(),
+            person = s.person(),
+            mask = parts.join(" + "),
+        );
+        let spec = s.lit(&self.spec.encode());
+        let aggregate = self.aggregate;
+        let Some(buckets) = buckets else {
+            return Ok((
+                format!(
+                    "SELECT person_id, {aggregate}(ts, mask, {spec}) AS f{first_touch} FROM ({rows}) t GROUP BY person_id"
+                ),
+                row.is_some(),
+            ));
+        };
+        // Each event joins the buckets whose entries' chains could include it:
+        // [bucket start, bucket end + window).
+        let table: Vec<Vec<i64>> = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, (lo, hi))| vec![i as i64, *lo, *hi])
+            .collect();
+        let window = self.spec.window;
+        let first_touch = first_touch.replace("mask", "m");
         Ok((
             format!(
-                "SELECT person_id, {aggregate}(ts, mask, {spec}) AS f{first_touch} FROM (\
-                 SELECT {ts} AS ts, {person} AS person_id, CAST({mask} AS BIGINT) AS mask{row_col} {from}\
-                 ) t GROUP BY person_id",
-                aggregate = self.aggregate,
-                spec = s.lit(&self.spec.encode()),
-                ts = s.ts(),
-                person = s.person(),
-                mask = parts.join(" + "),
+                "SELECT bucket_index, person_id, {aggregate}(ts, m, {spec}) AS f{first_touch} FROM (\
+                 SELECT w.bucket_index, t.*, t.mask + CASE WHEN t.ts >= w.lo AND t.ts < w.hi THEN {ENTRY_BIT} ELSE 0 END AS m \
+                 FROM ({rows}) t CROSS JOIN {values} WHERE t.ts >= w.lo AND t.ts < w.hi + {window}\
+                 ) b GROUP BY bucket_index, person_id",
+                values = self
+                    .dialect
+                    .values_table("w", &["bucket_index", "lo", "hi"], &table),
             ),
             row.is_some(),
         ))

@@ -33,7 +33,7 @@ pub struct PeriodPlan {
 }
 
 impl PeriodPlan {
-    fn new(calendar: &Calendar, range: TimeRange, interval: Interval) -> Result<Self> {
+    pub(crate) fn new(calendar: &Calendar, range: TimeRange, interval: Interval) -> Result<Self> {
         let periods = calendar.periods(range, interval)?;
         let mut ends = Vec::with_capacity(periods.len());
         for (i, (p, _)) in periods.iter().enumerate() {

@@ -8,7 +8,7 @@ use tally_query::funnel::{FunnelStepResult, FunnelView, StepStatus};
 use tally_query::reference;
 use tally_query::testgen::{self, GenConfig};
 use tally_query::{
-    BreakdownValue, Filter, FunnelExclusion, FunnelOrder, FunnelQuery, FunnelResult,
+    BreakdownValue, Filter, FunnelExclusion, FunnelOrder, FunnelQuery, FunnelResult, Interval,
     PropertySource, Window,
 };
 
@@ -166,7 +166,11 @@ fn other_view(q: &mut FunnelQuery, pick: u8) {
     let required: Vec<u32> = (0..n)
         .filter(|s| q.order == FunnelOrder::AnyOrder || !q.steps[*s as usize].optional)
         .collect();
-    if pick.is_multiple_of(2) && required.len() >= 2 {
+    if pick % 4 == 3 {
+        q.view = FunnelView::ConversionOverTime {
+            interval: [Interval::Hour, Interval::Day, Interval::Week][usize::from(pick / 4) % 3],
+        };
+    } else if pick.is_multiple_of(2) && required.len() >= 2 {
         q.breakdown = None;
         let from = required[(pick as usize / 2) % (required.len() - 1)];
         q.view = FunnelView::TimeToConvert {
@@ -220,6 +224,30 @@ fn same_view(e: &FunnelResult, r: &FunnelResult) -> Result<(), String> {
             }
         }
         (FunnelResult::Persons(x), FunnelResult::Persons(y)) if x == y => Ok(()),
+        (FunnelResult::ConversionOverTime(x), FunnelResult::ConversionOverTime(y)) => {
+            let same_points =
+                |a: &[tally_query::funnel::ConversionPoint],
+                 b: &[tally_query::funnel::ConversionPoint]| {
+                    a.len() == b.len()
+                        && a.iter().zip(b).all(|(p, q)| {
+                            p.entered == q.entered
+                                && p.converted == q.converted
+                                && close(p.conversion_percent, q.conversion_percent)
+                        })
+                };
+            let same = x.buckets == y.buckets
+                && same_points(&x.total, &y.total)
+                && x.breakdowns.len() == y.breakdowns.len()
+                && x.breakdowns
+                    .iter()
+                    .zip(&y.breakdowns)
+                    .all(|(a, b)| a.breakdown == b.breakdown && same_points(&a.points, &b.points));
+            if same {
+                Ok(())
+            } else {
+                Err(format!("engine {x:#?}\nreference {y:#?}"))
+            }
+        }
         _ => Err(format!("engine {e:#?}\nreference {r:#?}")),
     }
 }
@@ -234,7 +262,7 @@ fn funnel_views_match_the_reference() {
         .build()
         .unwrap();
     let mut runner = TestRunner::new(Config {
-        cases: 200,
+        cases: 240,
         failure_persistence: None,
         ..Config::default()
     });

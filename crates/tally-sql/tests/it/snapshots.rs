@@ -115,6 +115,19 @@ fn render(query: &Query, dialect: &dyn Dialect) -> String {
                             .unwrap();
                         out.push_str(&format!("-- persons\n{sql};\n"));
                     }
+                    tally_query::FunnelView::ConversionOverTime { interval } => {
+                        let (_, ranges) = plan.conversion_buckets(*interval).unwrap();
+                        let sql = plan.conversion_sql(&ranges, None).unwrap();
+                        out.push_str(&format!("-- conversion over time\n{sql};\n"));
+                        if let Some(b) = &q.breakdown {
+                            let top =
+                                vec![BreakdownKey(vec![PropertyValue::Null; b.properties.len()])];
+                            let sql = plan.conversion_sql(&ranges, Some(&top)).unwrap();
+                            out.push_str(&format!(
+                                "-- conversion over time by breakdown row\n{sql};\n"
+                            ));
+                        }
+                    }
                     _ => {}
                 }
                 if let Some(b) = &q.breakdown {

@@ -1,0 +1,1 @@
+-- error: not supported by the SQL compiler yet: funnels in the clickhouse dialect: it has no aggregate with Tally's funnel semantics
