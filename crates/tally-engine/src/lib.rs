@@ -5,10 +5,11 @@
 //!
 //! Owns: per-query DataFusion sessions, the person-map tables (built from an
 //! [`IdentitySource`] and cached per tenant by map version), the `tally_*` scalar
-//! functions ([`udf`]), breakdown ranking and zero-filling, formulas.
+//! functions ([`udf`]), the `tally_funnel` aggregate ([`funnel`]), breakdown ranking
+//! and zero-filling, formulas.
 //!
 //! Does not own: SQL text (tally-sql), query semantics (tally-query), storage
-//! (tally-store). Trends and funnels (steps view) are executed; retention is not yet
+//! (tally-store). Trends and funnels (every view) are executed; retention is not yet
 //! (see `docs/QUERY-ENGINE.md`).
 
 pub mod funnel;
