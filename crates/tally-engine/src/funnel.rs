@@ -13,9 +13,10 @@
 //!   previous chain event's instant and the window's end (binary search), checking
 //!   strictness and exclusions with binary searches over the sorted instants, and
 //!   expanding each chain state once (see `Walk::visited`), so the work is polynomial
-//!   in the person's events rather than in their chains. The
-//!   walk is bounded by [`MAX_CHAIN_NODES`]: a person whose chains exceed it makes the
-//!   query fail with a clear error instead of running unbounded.
+//!   in the person's events rather than in their chains (worst case about steps ×
+//!   events³ for a person whose events all match every step within one window). The
+//!   work is bounded by [`MAX_SEARCH_WORK`] candidate checks per person: beyond it the
+//!   query fails with a clear error instead of running for minutes.
 //! - any order: from every entry grows the set of events within the window in time
 //!   order and keeps a maximum matching of events to distinct steps incrementally
 //!   (augmenting paths), per step the entry event is forced to cover.
@@ -36,8 +37,9 @@ use tally_query::FunnelOrder;
 use tally_sql::FunnelSpec;
 use tally_sql::funnel::{ENTRY_BIT, EXCLUSION_SHIFT, STEP_BIT};
 
-/// The most chain prefixes the ordered/strict search visits for one person.
-pub const MAX_CHAIN_NODES: u64 = 5_000_000;
+/// The most candidate events the ordered/strict search examines for one person
+/// (a fraction of a second of work in release builds).
+pub const MAX_SEARCH_WORK: u64 = 100_000_000;
 
 /// The aggregate, ready to register.
 pub fn tally_funnel() -> AggregateUDF {
@@ -248,8 +250,16 @@ pub fn best_chain(
     spec: &FunnelSpec,
     events: &mut [(i64, i64)],
 ) -> DfResult<Option<Vec<Option<i64>>>> {
+    best_chain_within(spec, events, MAX_SEARCH_WORK)
+}
+
+fn best_chain_within(
+    spec: &FunnelSpec,
+    events: &mut [(i64, i64)],
+    budget: u64,
+) -> DfResult<Option<Vec<Option<i64>>>> {
     events.sort_by_key(|(t, _)| *t);
-    let search = Search::new(spec, events);
+    let search = Search::new(spec, events, budget);
     match spec.order {
         FunnelOrder::AnyOrder => Ok(search.any_order()),
         FunnelOrder::Ordered | FunnelOrder::Strict => search.sequential(),
@@ -279,6 +289,8 @@ struct Search<'a> {
     required: Vec<usize>,
     /// Per exclusion: the instants of its events, ascending.
     exclusion_times: Vec<Vec<i64>>,
+    /// The most candidate checks allowed.
+    budget: u64,
 }
 
 /// What the rest of a chain can do depends on only this: the level, the entry's and
@@ -295,11 +307,12 @@ struct Walk {
     best: Option<(Rank, Vec<usize>)>,
     /// Per optional step: its own best (rank, time from the previous required step).
     optional_best: Vec<Option<(Rank, i64)>>,
+    /// Candidate checks so far.
     nodes: u64,
 }
 
 impl<'a> Search<'a> {
-    fn new(spec: &'a FunnelSpec, events: &[(i64, i64)]) -> Self {
+    fn new(spec: &'a FunnelSpec, events: &[(i64, i64)], budget: u64) -> Self {
         let ts: Vec<i64> = events.iter().map(|e| e.0).collect();
         let mask: Vec<i64> = events.iter().map(|e| e.1).collect();
         let exclusion_times = (0..spec.exclusions.len())
@@ -321,6 +334,7 @@ impl<'a> Search<'a> {
             mask,
             required,
             exclusion_times,
+            budget,
         }
     }
 
@@ -380,12 +394,6 @@ impl<'a> Search<'a> {
         if !walk.visited.insert(self.state_key(path)) {
             return Ok(());
         }
-        walk.nodes += 1;
-        if walk.nodes > MAX_CHAIN_NODES {
-            return exec_err!(
-                "funnel: one person has more than {MAX_CHAIN_NODES} candidate step sequences; narrow the steps (event names, filters) or the window"
-            );
-        }
         let t = |i: usize| self.ts[i];
         let level = path.len() - 1;
         let last = path[level];
@@ -405,6 +413,15 @@ impl<'a> Search<'a> {
             .unwrap_or(self.spec.steps.len());
         let lo = self.first_at_or_after(t(last));
         let hi = self.first_after(t(path[0]).saturating_add(self.spec.window));
+        // Every loop below looks at the candidates [lo, hi) once.
+        let loops = (next_required - this_step) as u64;
+        walk.nodes += 1 + loops * hi.saturating_sub(lo) as u64;
+        if walk.nodes > self.budget {
+            return exec_err!(
+                "funnel: one person's events need more than {} candidate checks; narrow the steps (event names, filters) or the window",
+                self.budget
+            );
+        }
         for step in this_step + 1..next_required {
             for x in lo..hi {
                 if !self.matches(x, step) || path.contains(&x) || !self.fits(path, x, step) {
@@ -654,7 +671,7 @@ mod tests {
     #[test]
     fn many_interchangeable_events_stay_polynomial() {
         // Without expanding each state once, 120 events give C(120, 4) ≈ 8 million
-        // chains, over MAX_CHAIN_NODES.
+        // chains.
         let mut s = spec(FunnelOrder::Ordered, 4);
         s.window = 1_000;
         let all = 0b1111 | ENTRY_BIT;
@@ -668,6 +685,19 @@ mod tests {
             best_chain(&s, &mut tied).unwrap(),
             Some(vec![Some(0), Some(0), Some(0), Some(0)])
         );
+    }
+
+    #[test]
+    fn search_work_is_bounded() {
+        let mut s = spec(FunnelOrder::Ordered, 4);
+        s.window = 1_000;
+        let all = 0b1111 | ENTRY_BIT;
+        let mut events: Vec<(i64, i64)> = (0..200).map(|t| (t, all)).collect();
+        let err = best_chain_within(&s, &mut events, 10_000)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than 10000 candidate checks"), "{err}");
+        assert!(best_chain(&s, &mut events).unwrap().is_some());
     }
 
     #[test]
