@@ -261,7 +261,7 @@ fn best_chain_within(
     events.sort_by_key(|(t, _)| *t);
     let search = Search::new(spec, events, budget);
     match spec.order {
-        FunnelOrder::AnyOrder => Ok(search.any_order()),
+        FunnelOrder::AnyOrder => search.any_order(),
         FunnelOrder::Ordered | FunnelOrder::Strict => search.sequential(),
     }
 }
@@ -514,7 +514,8 @@ impl<'a> Search<'a> {
         true
     }
 
-    fn any_order(&self) -> Option<Vec<Option<i64>>> {
+    fn any_order(&self) -> DfResult<Option<Vec<Option<i64>>>> {
+        let mut work: u64 = 0;
         let n = self.spec.steps.len();
         let all_steps = (STEP_BIT << n) - 1;
         let mut best: Option<(Rank, Vec<i64>)> = None;
@@ -532,6 +533,13 @@ impl<'a> Search<'a> {
                 .map(|s| (s, vec![None; n], 1))
                 .collect();
             let mut completed: Vec<i64> = Vec::new();
+            work += 1 + (hi - lo) as u64 * matchings.len() as u64 * n as u64;
+            if work > self.budget {
+                return exec_err!(
+                    "funnel: one person's events need more than {} candidate checks; narrow the steps (event names, filters) or the window",
+                    self.budget
+                );
+            }
             for x in lo..hi {
                 if x != e {
                     for (forced, owner, size) in matchings.iter_mut() {
@@ -555,12 +563,14 @@ impl<'a> Search<'a> {
                 best = Some((rank, completed));
             }
         }
-        let (_, completed) = best?;
+        let Some((_, completed)) = best else {
+            return Ok(None);
+        };
         let mut out = vec![None; n];
         for (k, &t) in completed.iter().enumerate() {
             out[k] = Some(if k == 0 { 0 } else { t - completed[k - 1] });
         }
-        Some(out)
+        Ok(Some(out))
     }
 
     /// Kuhn's augmenting path from event `x` over the steps other than `forced`.
@@ -698,6 +708,60 @@ mod tests {
             .to_string();
         assert!(err.contains("more than 10000 candidate checks"), "{err}");
         assert!(best_chain(&s, &mut events).unwrap().is_some());
+    }
+
+    #[test]
+    fn partial_states_merge_to_the_same_result() {
+        use datafusion::arrow::array::Int64Array;
+        let spec = Arc::new(spec(FunnelOrder::Ordered, 2));
+        let new = || FunnelAccumulator {
+            spec: spec.clone(),
+            ts: Vec::new(),
+            mask: Vec::new(),
+        };
+        let batch = |ts: Vec<i64>, mask: Vec<i64>| -> Vec<ArrayRef> {
+            vec![
+                Arc::new(Int64Array::from(ts)),
+                Arc::new(Int64Array::from(mask)),
+            ]
+        };
+        let mut whole = new();
+        whole
+            .update_batch(&batch(vec![30, 0, 20], vec![B, A, A]))
+            .unwrap();
+        let mut first = new();
+        first.update_batch(&batch(vec![30], vec![B])).unwrap();
+        let mut second = new();
+        second
+            .update_batch(&batch(vec![0, 20], vec![A, A]))
+            .unwrap();
+        let states: Vec<ArrayRef> = second
+            .state()
+            .unwrap()
+            .into_iter()
+            .map(|v| v.to_array().unwrap())
+            .collect();
+        first.merge_batch(&states).unwrap();
+        let expected = whole.evaluate().unwrap();
+        assert_eq!(first.evaluate().unwrap(), expected);
+        let ScalarValue::List(list) = expected else {
+            panic!("not a list")
+        };
+        let values = list.value(0);
+        let values = values.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(values.values().to_vec(), vec![0, 10]);
+    }
+
+    #[test]
+    fn any_order_work_is_bounded() {
+        let mut s = spec(FunnelOrder::AnyOrder, 4);
+        s.window = 1_000;
+        let all = 0b1111 | ENTRY_BIT;
+        let mut events: Vec<(i64, i64)> = (0..200).map(|t| (t, all)).collect();
+        let err = best_chain_within(&s, &mut events, 10_000)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("candidate checks"), "{err}");
     }
 
     #[test]
