@@ -37,6 +37,10 @@ use tally_query::FunnelOrder;
 use tally_sql::FunnelSpec;
 use tally_sql::funnel::{ENTRY_BIT, EXCLUSION_SHIFT, STEP_BIT};
 
+/// Starts the message of the error a person over [`MAX_SEARCH_WORK`] causes, so the
+/// engine can tell it from internal failures.
+pub const TOO_COMPLEX: &str = "funnel too complex:";
+
 /// The most candidate events the ordered/strict search examines for one person
 /// (a fraction of a second of work in release builds).
 pub const MAX_SEARCH_WORK: u64 = 100_000_000;
@@ -418,7 +422,7 @@ impl<'a> Search<'a> {
         walk.nodes += 1 + loops * hi.saturating_sub(lo) as u64;
         if walk.nodes > self.budget {
             return exec_err!(
-                "funnel: one person's events need more than {} candidate checks; narrow the steps (event names, filters) or the window",
+                "{TOO_COMPLEX} one person's events need more than {} candidate checks; narrow the steps (event names, filters) or the window",
                 self.budget
             );
         }
@@ -536,7 +540,7 @@ impl<'a> Search<'a> {
             work += 1 + (hi - lo) as u64 * matchings.len() as u64 * n as u64;
             if work > self.budget {
                 return exec_err!(
-                    "funnel: one person's events need more than {} candidate checks; narrow the steps (event names, filters) or the window",
+                    "{TOO_COMPLEX} one person's events need more than {} candidate checks; narrow the steps (event names, filters) or the window",
                     self.budget
                 );
             }

@@ -72,6 +72,9 @@ pub enum Error {
     /// The query ran longer than its time limit.
     #[error("the query ran longer than its time limit of {0:?}")]
     Timeout(Duration),
+    /// A funnel's per-person search exceeded its work budget.
+    #[error("{0}")]
+    TooComplex(String),
     /// DataFusion failed for another reason.
     #[error("query execution: {0}")]
     Execution(String),
@@ -81,7 +84,7 @@ impl Classify for Error {
     fn class(&self) -> ErrorClass {
         match self {
             Error::Compile(e) => e.class(),
-            Error::MemoryLimit { .. } => ErrorClass::BadRequest,
+            Error::MemoryLimit { .. } | Error::TooComplex(_) => ErrorClass::BadRequest,
             Error::Timeout(_) => ErrorClass::BadRequest,
             Error::Store(_) | Error::Identities(_) | Error::Execution(_) => ErrorClass::Internal,
         }
@@ -848,6 +851,8 @@ impl Engine {
             Error::MemoryLimit {
                 limit_bytes: self.config.memory_limit_bytes,
             }
+        } else if let Some(at) = text.find(funnel::TOO_COMPLEX) {
+            Error::TooComplex(text[at..].to_string())
         } else {
             Error::Execution(text)
         }
