@@ -14,7 +14,7 @@
 //!   strictness and exclusions with binary searches over the sorted instants, and
 //!   expanding each chain state once (see `Walk::visited`), so the work is polynomial
 //!   in the person's events rather than in their chains (worst case about steps ×
-//!   events³ for a person whose events all match every step within one window). The
+//!   events² for a person whose events all match every step within one window). The
 //!   work is bounded by [`MAX_SEARCH_WORK`] candidate checks per person: beyond it the
 //!   query fails with a clear error instead of running for minutes.
 //! - any order: from every entry grows the set of events within the window in time
@@ -297,16 +297,18 @@ struct Search<'a> {
     budget: u64,
 }
 
-/// What the rest of a chain can do depends on only this: the level, the entry's and
-/// the last event's instants, the masks of the chain events at the last instant (the
-/// only ones a later step could otherwise reuse), and the instants of the steps open exclusions
-/// are measured from.
-type StateKey = (usize, i64, i64, Vec<i64>, Vec<i64>);
+/// What the rest of a chain can do depends on only this and the entry's instant: the
+/// level, the last event's instant, the masks of the chain events at the last instant
+/// (the only ones a later step could otherwise reuse), and the instants of the steps
+/// open exclusions are measured from.
+type StateKey = (usize, i64, Vec<i64>, Vec<i64>);
 
 struct Walk {
-    /// States already expanded. The walk goes in decreasing time order, so the first
-    /// prefix reaching a state has the latest earlier events: any later prefix reaching
-    /// it ranks no better with any continuation, and is skipped.
+    /// States already expanded. The walk takes entries, then candidates, in decreasing
+    /// time order, so the first prefix reaching a state has the latest entry (whose
+    /// window reaches at least as far, so every continuation of a later prefix is also
+    /// one of the first) and then the latest earlier events: a later prefix reaching the
+    /// state ranks no better with any continuation, and is skipped.
     visited: HashSet<StateKey>,
     best: Option<(Rank, Vec<usize>)>,
     /// Per optional step: its own best (rank, time from the previous required step).
@@ -475,7 +477,7 @@ impl<'a> Search<'a> {
                 (from_level <= level && level < to_level).then(|| self.ts[path[from_level]])
             })
             .collect();
-        (level, self.ts[path[0]], last, at_last, open_from)
+        (level, last, at_last, open_from)
     }
 
     /// Whether event `x` can follow `path` as `step`.
