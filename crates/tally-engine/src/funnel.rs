@@ -664,6 +664,17 @@ mod tests {
     }
 
     #[test]
+    fn a_later_entry_reaches_further_through_a_shared_state() {
+        // Both entries reach B at 60; only the later one's window reaches C at 140.
+        let s = spec(FunnelOrder::Ordered, 3);
+        let c = 4 | ENTRY_BIT;
+        assert_eq!(
+            best_chain(&s, &mut [(0, A), (50, A), (60, B), (140, c)]).unwrap(),
+            Some(vec![Some(0), Some(10), Some(80)])
+        );
+    }
+
+    #[test]
     fn exclusions_and_strictness() {
         let mut s = spec(FunnelOrder::Ordered, 2);
         s.exclusions = vec![(0, 1)];
