@@ -256,13 +256,15 @@ impl Inner {
     fn drain_sequencer(&self) {
         let mut sequencer = self.sequencer.lock();
         while let Some((lsn, batch, done)) = sequencer.pop_next() {
-            let result = self.store.apply(lsn, &batch).map(|_| ()).map_err(|e| {
+            // Taken before the batch moves into the store (which then needs no copy).
+            let effects = identity_effects(&batch);
+            let result = self.store.apply_owned(lsn, batch).map(|_| ()).map_err(|e| {
                 tracing::error!(lsn, error = %e, "Applying a durable batch to the store failed.");
                 SinkError::Internal(e.to_string())
             });
             {
                 let mut queue = self.identity_queue.lock();
-                if let Some(effects) = identity_effects(&batch) {
+                if let Some(effects) = effects {
                     queue.batches.push(effects);
                 }
                 queue.through_lsn = lsn;

@@ -221,6 +221,13 @@ impl EmbeddedStore {
     /// order. Cheap except when an event with an old timestamp needs its partition's
     /// uuid set loaded from disk.
     pub fn apply(&self, lsn: u64, batch: &EventBatch) -> Result<ApplyOutcome> {
+        self.inner.apply(lsn, batch.clone())
+    }
+
+    /// [`EmbeddedStore::apply`] taking the batch by value, so its events move into the
+    /// buffer instead of being cloned (the ingest hot path: a clone of every property
+    /// map cost ~5 % of the server's CPU).
+    pub fn apply_owned(&self, lsn: u64, batch: EventBatch) -> Result<ApplyOutcome> {
         self.inner.apply(lsn, batch)
     }
 
@@ -496,7 +503,7 @@ impl Inner {
         Ok(())
     }
 
-    fn apply(&self, lsn: u64, batch: &EventBatch) -> Result<ApplyOutcome> {
+    fn apply(&self, lsn: u64, batch: EventBatch) -> Result<ApplyOutcome> {
         let tenant = batch.tenant;
         let granularity = self.config.granularity;
         let window = self.config.dedup_window_micros();
@@ -535,13 +542,14 @@ impl Inner {
             sets.insert(key, set);
         }
 
-        let mut accepted: Vec<(PartitionStart, &Event)> = Vec::with_capacity(batch.events.len());
+        let total = batch.events.len();
+        let mut accepted: Vec<(PartitionStart, Event)> = Vec::with_capacity(total);
         let mut evicted = 0;
-        for event in &batch.events {
+        for event in batch.events {
             let uuid = event.uuid.as_u128();
             let key = (tenant, granularity.partition_of(event.timestamp));
             let duplicate = dedup.contains_recent(tenant, uuid)
-                || (is_historic(event) && sets.get(&key).is_some_and(|s| s.contains(&uuid)));
+                || (is_historic(&event) && sets.get(&key).is_some_and(|s| s.contains(&uuid)));
             if duplicate {
                 continue;
             }
@@ -563,7 +571,7 @@ impl Inner {
                 "recent dedup index is full; the exact dedup window is shorter than configured"
             );
         }
-        let duplicates = batch.events.len() - accepted.len();
+        let duplicates = total - accepted.len();
         let inserted = accepted.len();
 
         let flush_due = {
@@ -574,7 +582,7 @@ impl Inner {
             for (partition, event) in accepted {
                 catalog_changed |=
                     catalog.observe(&event.properties, self.config.max_materialized_keys);
-                state.active.push(tenant, partition, event.clone(), catalog);
+                state.active.push(tenant, partition, event, catalog);
             }
             if catalog_changed {
                 state.catalogs_dirty.insert(tenant);
