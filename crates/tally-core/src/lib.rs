@@ -11,11 +11,13 @@
 pub mod error;
 pub mod event;
 pub mod identity;
+pub mod identity_source;
 pub mod sink;
 pub mod tenant;
 pub mod time;
 
 pub use error::{Classify, ErrorClass};
 pub use event::{Event, EventBatch, Properties};
+pub use identity_source::{IdentitySource, PersonRecord};
 pub use sink::{EventSink, SinkError};
 pub use tenant::{TenantDirectory, TenantId};

@@ -12,6 +12,7 @@
 //! the write lock up front (waiting up to the busy timeout) instead of failing midway
 //! when another process wrote in between.
 
+mod engine_source;
 mod persons;
 mod tenants;
 
@@ -43,11 +44,18 @@ const MAX_BINDS_PER_STATEMENT: usize = 500;
 
 /// Schema migrations, in order. Each runs once, inside the same transaction that
 /// records it, so a crash mid-migration leaves the previous version intact.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "person_versions",
+        include_str!("../../migrations/0002_person_versions.sql"),
+    ),
+];
 
 /// The metadata store on a local SQLite file. Cheap to clone (clones share the pool).
 #[derive(Clone)]

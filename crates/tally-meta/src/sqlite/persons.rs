@@ -218,6 +218,18 @@ async fn write_work(conn: &mut SqliteConnection, work: &TenantWork, now: i64) ->
             .await?;
     }
 
+    // Merged-away persons are deleted and dirty ones rewritten: either changes the
+    // persons relation the query engine caches.
+    if work.dirty_persons().next().is_some() || work.stored_merges().next().is_some() {
+        sqlx::query(
+            "INSERT INTO person_versions (tenant_id, version) VALUES (?, 1)
+             ON CONFLICT (tenant_id) DO UPDATE SET version = person_versions.version + 1",
+        )
+        .bind(t)
+        .execute(&mut *conn)
+        .await?;
+    }
+
     if work.mapping_changed() {
         sqlx::query(
             "INSERT INTO identity_versions (tenant_id, version) VALUES (?, 1)

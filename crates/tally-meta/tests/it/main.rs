@@ -1,5 +1,6 @@
 //! Integration tests of `tally-meta` through its public API, on real SQLite files.
 
+mod engine_source;
 mod model;
 mod persons;
 mod tenants;
