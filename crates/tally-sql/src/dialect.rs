@@ -48,6 +48,10 @@ pub trait Dialect {
     /// The timestamp column `column` as a BIGINT of UTC microseconds.
     fn timestamp_micros(&self, column: &str) -> String;
 
+    /// The event uuid column `column` as lower-case hyphenated text, whose text order
+    /// is the order of the uuid's bytes (the order events lists and cursors use).
+    fn uuid_text(&self, column: &str) -> String;
+
     /// The value of top-level `key` (a rendered string literal) in the JSON object
     /// `json`, when it is a JSON string; NULL otherwise.
     fn json_string(&self, json: &str, key: &str) -> String;
@@ -181,6 +185,10 @@ impl Dialect for DataFusionDialect {
     fn timestamp_micros(&self, column: &str) -> String {
         format!("CAST({column} AS BIGINT)")
     }
+    fn uuid_text(&self, column: &str) -> String {
+        // The store keeps uuids as FixedSizeBinary(16); the engine's UDF formats them.
+        format!("tally_uuid_text({column})")
+    }
     fn json_string(&self, json: &str, key: &str) -> String {
         format!("tally_json_string({json}, {key})")
     }
@@ -284,6 +292,11 @@ impl Dialect for ClickHouseDialect {
     }
     fn timestamp_micros(&self, column: &str) -> String {
         format!("toUnixTimestamp64Micro({column})")
+    }
+    fn uuid_text(&self, column: &str) -> String {
+        // ClickHouse orders UUID values by their two 64-bit halves, not byte order;
+        // the canonical text sorts like the bytes.
+        format!("toString({column})")
     }
     fn json_string(&self, json: &str, key: &str) -> String {
         format!("if(JSONType({json}, {key}) = 'String', JSONExtractString({json}, {key}), NULL)")

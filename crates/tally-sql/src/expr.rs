@@ -72,7 +72,7 @@ impl ValueExprs {
         }
     }
 
-    fn present(&self) -> impl Iterator<Item = &String> {
+    pub fn present(&self) -> impl Iterator<Item = &String> {
         [&self.string, &self.number, &self.boolean, &self.other]
             .into_iter()
             .flatten()
@@ -174,6 +174,25 @@ impl<'a> Scoped<'a> {
             .map(|p| p.replace("{alias}", "e"))
             .collect();
         all.extend(conditions.iter().cloned());
+        if !all.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&all.join(" AND "));
+        }
+        sql
+    }
+
+    /// `FROM` the tenant's persons (alias `pp`) `WHERE` the tenant restriction and
+    /// `conditions` all hold: the source of statements that list persons rather than
+    /// events.
+    pub fn persons_source(&self, conditions: &[String]) -> String {
+        let persons = self.dialect.persons_relation(self.tenant);
+        let mut all: Vec<String> = persons
+            .tenant_predicate
+            .iter()
+            .map(|p| p.replace("{alias}", "pp"))
+            .collect();
+        all.extend(conditions.iter().cloned());
+        let mut sql = format!("FROM {} AS pp", persons.table);
         if !all.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&all.join(" AND "));

@@ -19,14 +19,20 @@
 
 pub mod catalog;
 pub mod dialect;
+pub mod events;
 mod expr;
 pub mod funnel;
+pub mod persons;
+pub mod schema;
 pub mod trends;
 
 pub use catalog::{KeyColumns, PropertyCatalog};
 pub use dialect::{ClickHouseDialect, DataFusionDialect, Dialect, TenantRelation};
+pub use events::{EventsPlan, compile_events};
 pub use expr::{BreakdownKey, PropertyValue};
 pub use funnel::{FunnelPlan, FunnelSpec, compile_funnel};
+pub use persons::{PersonsPlan, compile_persons};
+pub use schema::{SchemaPlan, compile_schema};
 pub use trends::{PeriodPlan, TrendsPlan, compile_trends};
 
 use tally_core::{Classify, ErrorClass, TenantId};

@@ -1,0 +1,2 @@
+-- page
+SELECT toString(e.`uuid`) AS row_uuid, e.`event` AS row_event, e.`distinct_id` AS row_distinct_id, coalesce(pm.`person_id`, e.`distinct_id`) AS row_person_id, toUnixTimestamp64Micro(e.`timestamp`) AS row_ts, e.`properties` AS row_properties FROM events AS e LEFT JOIN person_map AS pm ON pm.`distinct_id` = e.`distinct_id` AND pm.tenant_id = 7 WHERE e.tenant_id = 7 ORDER BY row_ts DESC, row_uuid DESC LIMIT 101 SETTINGS join_use_nulls = 1;

@@ -1,0 +1,2 @@
+-- empty page (cursor past the tenant)
+-- empty page (cursor past the tenant)

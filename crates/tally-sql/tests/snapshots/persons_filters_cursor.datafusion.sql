@@ -1,0 +1,4 @@
+-- page, only None
+SELECT pp."person_id" AS row_person_id FROM tenant_7_persons AS pp WHERE ((coalesce((strpos(lower(tally_json_string(pp."properties", 'email')), lower('it''s')) > 0), FALSE)) OR (coalesce(coalesce(tally_json_number(pp."properties", 'age'), tally_to_number(tally_json_string(pp."properties", 'age'))) >= CAST(30.0 AS DOUBLE), FALSE))) AND pp."person_id" > '0190b5a4-6d2e-7c3b-8f00-000000000001' ORDER BY row_person_id LIMIT 21;
+-- page, only Some("it's")
+SELECT pp."person_id" AS row_person_id FROM tenant_7_persons AS pp WHERE ((coalesce((strpos(lower(tally_json_string(pp."properties", 'email')), lower('it''s')) > 0), FALSE)) OR (coalesce(coalesce(tally_json_number(pp."properties", 'age'), tally_to_number(tally_json_string(pp."properties", 'age'))) >= CAST(30.0 AS DOUBLE), FALSE))) AND pp."person_id" > '0190b5a4-6d2e-7c3b-8f00-000000000001' AND pp."person_id" = 'it''s' ORDER BY row_person_id LIMIT 21;

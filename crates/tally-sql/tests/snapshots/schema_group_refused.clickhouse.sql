@@ -1,0 +1,1 @@
+-- error: not supported by the SQL compiler yet: group properties (the store does not index groups yet)
