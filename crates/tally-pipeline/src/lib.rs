@@ -16,6 +16,7 @@
 //! This crate owns ordering and the watermarks. It does not own the log format (tally-wal),
 //! the storage layout (tally-store) or the identity rules (tally-meta).
 
+pub mod record;
 mod sequencer;
 
 use std::sync::Arc;
@@ -82,7 +83,8 @@ struct Inner {
     store: Arc<EmbeddedStore>,
     persons: Arc<dyn PersonStore>,
     config: PipelineConfig,
-    sequencer: Mutex<Sequencer>,
+    /// Durable batches with their serialised properties (see [`record`]).
+    sequencer: Mutex<Sequencer<(EventBatch, Vec<String>)>>,
     identity_queue: Mutex<IdentityQueue>,
     identity_wakeup: Notify,
     shutdown: watch::Sender<bool>,
@@ -231,7 +233,10 @@ impl EventSink for LocalPipeline {
                 retry_after: Duration::from_secs(2),
             });
         }
-        let payload = serde_json::to_vec(&batch).map_err(|e| SinkError::Internal(e.to_string()))?;
+        let record::EncodedBatch {
+            payload,
+            properties_json,
+        } = record::encode(&batch).map_err(|e| SinkError::Internal(e.to_string()))?;
         let durable = inner.wal.append(payload).map_err(sink_error_from_wal)?;
         // The rest runs in its own task: if the client disconnects and the handler's
         // future is dropped, the durable record must still be applied, or the store's
@@ -239,7 +244,10 @@ impl EventSink for LocalPipeline {
         let inner = self.inner.clone();
         let task = tokio::spawn(async move {
             let lsn = durable.await.map_err(sink_error_from_wal)?;
-            let applied = inner.sequencer.lock().enqueue(lsn, batch);
+            let applied = inner
+                .sequencer
+                .lock()
+                .enqueue(lsn, (batch, properties_json));
             inner.drain_sequencer();
             applied
                 .await
@@ -255,10 +263,12 @@ impl Inner {
     /// applies the run that follows it; the others just wait for their notification.
     fn drain_sequencer(&self) {
         let mut sequencer = self.sequencer.lock();
-        while let Some((lsn, batch, done)) = sequencer.pop_next() {
+        while let Some((lsn, (batch, properties_json), done)) = sequencer.pop_next() {
             // Taken before the batch moves into the store (which then needs no copy).
             let effects = identity_effects(&batch);
-            let result = self.store.apply_owned(lsn, batch).map(|_| ()).map_err(|e| {
+            let result = self
+                .store
+                .apply_encoded(lsn, batch, properties_json).map(|_| ()).map_err(|e| {
                 tracing::error!(lsn, error = %e, "Applying a durable batch to the store failed.");
                 SinkError::Internal(e.to_string())
             });

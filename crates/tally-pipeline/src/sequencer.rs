@@ -7,17 +7,19 @@
 
 use std::collections::BTreeMap;
 
-use tally_core::{EventBatch, SinkError};
+use tally_core::SinkError;
 use tokio::sync::oneshot;
 
 type Done = oneshot::Sender<Result<(), SinkError>>;
 
-pub struct Sequencer {
+/// Parks items (durable batches, with whatever travels with them) until their LSN's
+/// turn comes.
+pub struct Sequencer<T> {
     next: u64,
-    parked: BTreeMap<u64, (EventBatch, Done)>,
+    parked: BTreeMap<u64, (T, Done)>,
 }
 
-impl Sequencer {
+impl<T> Sequencer<T> {
     pub fn new(next: u64) -> Self {
         Sequencer {
             next,
@@ -26,11 +28,7 @@ impl Sequencer {
     }
 
     /// Parks a durable batch; the receiver resolves once it has been applied.
-    pub fn enqueue(
-        &mut self,
-        lsn: u64,
-        batch: EventBatch,
-    ) -> oneshot::Receiver<Result<(), SinkError>> {
+    pub fn enqueue(&mut self, lsn: u64, batch: T) -> oneshot::Receiver<Result<(), SinkError>> {
         let (tx, rx) = oneshot::channel();
         if lsn < self.next {
             // Cannot happen with a correct log (LSNs are unique and start after the
@@ -46,7 +44,7 @@ impl Sequencer {
     }
 
     /// The next batch in LSN order, if it has arrived.
-    pub fn pop_next(&mut self) -> Option<(u64, EventBatch, Done)> {
+    pub fn pop_next(&mut self) -> Option<(u64, T, Done)> {
         let (batch, done) = self.parked.remove(&self.next)?;
         let lsn = self.next;
         self.next += 1;
@@ -57,7 +55,7 @@ impl Sequencer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tally_core::TenantId;
+    use tally_core::{EventBatch, TenantId};
 
     fn batch(n: u32) -> EventBatch {
         EventBatch {

@@ -18,6 +18,21 @@ use crate::schema::{PropertyCatalog, events_to_batch, uuid_at, uuid_column};
 /// enough that converting the open tail at query time stays cheap.
 const SEAL_ROWS: usize = 4096;
 
+/// A buffered event not yet converted to Arrow.
+#[derive(Debug, Clone)]
+pub(crate) struct TailEvent {
+    pub event: Event,
+    /// The event's properties as compact JSON, when the caller had serialised them
+    /// already (the ingest pipeline's log record); otherwise serialised at conversion.
+    pub properties_json: Option<String>,
+}
+
+impl TailEvent {
+    fn as_row(&self) -> (&Event, Option<&str>) {
+        (&self.event, self.properties_json.as_deref())
+    }
+}
+
 /// Events of one tenant partition.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct PartitionBuffer {
@@ -25,7 +40,7 @@ pub(crate) struct PartitionBuffer {
     /// that chunk only).
     pub sealed: Vec<RecordBatch>,
     /// Events not yet converted.
-    pub tail: Vec<Event>,
+    pub tail: Vec<TailEvent>,
     pub rows: usize,
 }
 
@@ -34,7 +49,10 @@ impl PartitionBuffer {
     pub fn batches(&self, catalog: &PropertyCatalog) -> Result<Vec<RecordBatch>> {
         let mut out = self.sealed.clone();
         if !self.tail.is_empty() {
-            out.push(events_to_batch(self.tail.iter(), catalog)?);
+            out.push(events_to_batch(
+                self.tail.iter().map(TailEvent::as_row),
+                catalog,
+            )?);
         }
         Ok(out)
     }
@@ -48,7 +66,7 @@ impl PartitionBuffer {
             }
         }
         for e in &self.tail {
-            each(e.uuid.as_u128());
+            each(e.event.uuid.as_u128());
         }
         Ok(())
     }
@@ -72,18 +90,22 @@ impl WriteBuffer {
         tenant: TenantId,
         partition: PartitionStart,
         event: Event,
+        properties_json: Option<String>,
         catalog: &PropertyCatalog,
     ) {
         self.bytes += event.approx_size();
         self.rows += 1;
         let group = self.groups.entry((tenant, partition)).or_default();
-        group.tail.push(event);
+        group.tail.push(TailEvent {
+            event,
+            properties_json,
+        });
         group.rows += 1;
         if group.tail.len() >= SEAL_ROWS {
             // Infallible in practice; if conversion ever fails the events simply stay
             // in the tail (converted again at query and flush time) rather than being
             // lost after `apply` already counted them as stored.
-            match events_to_batch(group.tail.iter(), catalog) {
+            match events_to_batch(group.tail.iter().map(TailEvent::as_row), catalog) {
                 Ok(batch) => {
                     group.tail.clear();
                     group.sealed.push(batch);
@@ -133,7 +155,7 @@ mod tests {
                 person_set: Properties::new(),
                 person_set_once: Properties::new(),
             };
-            buffer.push(TenantId(1), PartitionStart(0), e, &catalog);
+            buffer.push(TenantId(1), PartitionStart(0), e, None, &catalog);
         }
         let (_, group) = buffer.tenant_groups(TenantId(1)).next().unwrap();
         assert_eq!(group.sealed.len(), 2);

@@ -389,7 +389,11 @@ mod tests {
                 person_set_once: Properties::new(),
             })
             .collect();
-        let batch = events_to_batch(events.iter(), &PropertyCatalog::default()).unwrap();
+        let batch = events_to_batch(
+            events.iter().map(|e| (e, None)),
+            &PropertyCatalog::default(),
+        )
+        .unwrap();
         let metas = write_files(
             dir.path(),
             &config,

@@ -175,10 +175,17 @@ impl TypeCounts {
     }
 }
 
-/// Counts the property types of events per key (the parallel half of a bulk load's
-/// catalog update).
-pub(crate) fn count_properties(events: &[Event]) -> HashMap<&str, TypeCounts> {
-    let mut counts: HashMap<&str, TypeCounts> = HashMap::new();
+/// Type counts per property key in first-seen order: catalog updates decide which new
+/// keys are materialised in the order given, so the order must be the events' own.
+pub(crate) type OrderedTypeCounts<'a> =
+    indexmap::IndexMap<&'a str, TypeCounts, foldhash::fast::RandomState>;
+
+/// Counts the property types of events per key, in first-seen order (one catalog
+/// update per key instead of one per event and key).
+pub(crate) fn count_properties<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+) -> OrderedTypeCounts<'a> {
+    let mut counts = OrderedTypeCounts::default();
     for e in events {
         for (key, value) in &e.properties {
             counts.entry(key.as_str()).or_default().add(value);
@@ -358,8 +365,12 @@ fn json_text(map: &Properties) -> String {
 /// Converts events into a record batch. The batch has the fixed columns plus a typed
 /// column for each materialised (key, type) that occurs in these events, so a file
 /// only carries its own tenant's keys.
+///
+/// Each event may come with its properties already serialised as compact JSON (the
+/// ingest pipeline writes exactly that text into the log, so it is not serialised a
+/// second time here); `None` serialises them.
 pub fn events_to_batch<'a>(
-    events: impl ExactSizeIterator<Item = &'a Event>,
+    events: impl ExactSizeIterator<Item = (&'a Event, Option<&'a str>)>,
     catalog: &PropertyCatalog,
 ) -> Result<RecordBatch> {
     let rows = events.len();
@@ -373,15 +384,18 @@ pub fn events_to_batch<'a>(
     let mut person_set_once = StringBuilder::new();
     // Keyed by the borrowed key so the per-property work is one hash lookup, without
     // allocating a column name per value (this loop dominates bulk-load time).
-    let mut typed: HashMap<&'a str, KeyColumns> = HashMap::new();
+    let mut typed: HashMap<&'a str, KeyColumns, foldhash::fast::RandomState> = HashMap::default();
 
-    for (row, e) in events.enumerate() {
+    for (row, (e, properties_json)) in events.enumerate() {
         uuid.append_value(e.uuid.as_bytes())?;
         event.append_value(&e.event);
         distinct_id.append_value(&e.distinct_id);
         timestamp.append_value(e.timestamp);
         received_at.append_value(e.received_at);
-        properties.append_value(json_text(&e.properties));
+        match properties_json {
+            Some(text) => properties.append_value(text),
+            None => properties.append_value(json_text(&e.properties)),
+        }
         for (builder, map) in [
             (&mut person_set, &e.person_set),
             (&mut person_set_once, &e.person_set_once),
@@ -615,7 +629,7 @@ mod tests {
         for e in &events {
             catalog.observe(&e.properties, 100);
         }
-        let batch = events_to_batch(events.iter(), &catalog).unwrap();
+        let batch = events_to_batch(events.iter().map(|e| (e, None)), &catalog).unwrap();
         let num = batch
             .column_by_name("prop:num:amount")
             .unwrap()
@@ -651,7 +665,7 @@ mod tests {
         assert!(!catalog.is_materialized("b"), "b arrived after the cap");
         assert!(catalog.is_materialized("c"), "the cap was raised");
         let e = event(1, json!({"a": 1, "b": 2}));
-        let batch = events_to_batch([e].iter(), &catalog).unwrap();
+        let batch = events_to_batch([(&e, None)].into_iter(), &catalog).unwrap();
         assert!(batch.column_by_name("prop:num:b").is_none());
     }
 
@@ -661,7 +675,7 @@ mod tests {
         catalog.observe(json!({"a": 1}).as_object().unwrap(), 10);
         catalog.observe(json!({"b": "x"}).as_object().unwrap(), 10);
         let e = event(1, json!({"a": 1}));
-        let batch = events_to_batch([e].iter(), &catalog).unwrap();
+        let batch = events_to_batch([(&e, None)].into_iter(), &catalog).unwrap();
         let adapted = adapt_batch(&batch, &catalog.schema()).unwrap();
         assert_eq!(adapted.schema(), catalog.schema());
         assert!(adapted.column_by_name("prop:str:b").unwrap().is_null(0));
@@ -677,7 +691,11 @@ mod tests {
         events[0].distinct_id = "a".into();
         events[1].distinct_id = "b".into();
         events[2].distinct_id = "a".into();
-        let batch = events_to_batch(events.iter(), &PropertyCatalog::default()).unwrap();
+        let batch = events_to_batch(
+            events.iter().map(|e| (e, None)),
+            &PropertyCatalog::default(),
+        )
+        .unwrap();
         let sorted = batch_to_events(&sort_batch(&batch).unwrap()).unwrap();
         let order: Vec<u128> = sorted.iter().map(|e| e.uuid.as_u128()).collect();
         assert_eq!(order, vec![2, 3, 1]);
