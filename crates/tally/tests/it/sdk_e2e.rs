@@ -1,27 +1,127 @@
-//! End-to-end with the real SDKs: the unmodified `posthog-node` and
-//! `@segment/analytics-node` packages from npm (installed by scripts/setup-e2e.sh) send
-//! to a running `tally serve`; then the events, identities and properties that landed
-//! are checked.
+//! End-to-end with the real SDKs, unmodified, as published: they send to a running
+//! `tally serve`, then the events, identities and properties that landed are checked
+//! through `tally export`.
+//!
+//! - this module: `posthog-node` and `@segment/analytics-node` from npm;
+//! - [`python`]: `posthog` and `segment-analytics-python` from PyPI, through a proxy
+//!   that loses a response so the SDKs retry (dedup);
+//! - [`browser`]: `posthog-js` in headless Chromium driven by `playwright-core`.
+//!
+//! `scripts/setup-e2e.sh` installs all of it (`scripts/test.sh` runs it first). Outside
+//! CI a test whose tools are missing prints why and passes without running; in CI
+//! (`CI=true`) a missing tool fails it, so CI can never go green without the SDKs.
+//! The driver scripts live in `tests/e2e/`; each prints a one-line JSON summary of
+//! what it sent and saw on the wire, which the tests check alongside the export.
+
+mod browser;
+mod python;
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
 use crate::harness::{Server, create_tenant, export_events, tally};
 
+/// `tests/e2e/`: the driver scripts and the SDK packages installed beside them.
 fn e2e_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/e2e")
+}
+
+/// CI sets `CI=true` (`.ci/run`); there a missing SDK is a broken setup, not a skip.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether `test` can run: `missing` lists what is absent. Outside CI a missing tool
+/// skips the test with the reason printed; in CI it fails the test.
+fn tools_present(test: &str, missing: &[String]) -> bool {
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = missing.join("; ");
+    assert!(
+        !in_ci(),
+        "{test}: {reason}. CI=true, so this is a failure, not a skip: \
+         scripts/setup-e2e.sh must install it"
+    );
+    eprintln!(
+        "SKIPPED {test}: {reason}. Run ./scripts/setup-e2e.sh (scripts/test.sh does) \
+         to install the SDKs and run it."
+    );
+    false
+}
+
+/// Whether `program args...` runs and exits 0 (a tool is on PATH and works).
+fn runs(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The Node packages of `tests/e2e/node_modules` that are not installed.
+fn missing_node_packages(packages: &[&str]) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !runs("node", &["--version"]) {
+        missing.push("`node` is not on PATH".to_string());
+    }
+    for package in packages {
+        if !e2e_dir().join("node_modules").join(package).exists() {
+            missing.push(format!(
+                "npm package {package} is not in tests/e2e/node_modules"
+            ));
+        }
+    }
+    missing
+}
+
+/// Runs a driver script to completion and returns its summary, the last line it
+/// printed on stdout; panics with both streams if it fails.
+fn run_driver(command: &mut Command) -> Value {
+    let out = command.output().expect("spawning the SDK driver");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "SDK driver {command:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty());
+    let summary = last.and_then(|l| serde_json::from_str(l).ok());
+    summary.unwrap_or_else(|| {
+        panic!("SDK driver printed no JSON summary:\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    })
+}
+
+/// A person's distinct ids, as exported.
+fn distinct_ids(person: &Value) -> Vec<String> {
+    person["distinct_ids"]
+        .as_array()
+        .expect("person has distinct_ids")
+        .iter()
+        .map(|v| v.as_str().expect("distinct id is a string").to_string())
+        .collect()
+}
+
+/// The person a distinct id belongs to (the server must be stopped).
+fn export_person(data_dir: &std::path::Path, tenant: &str, distinct_id: &str) -> Value {
+    serde_json::from_str(&tally(
+        data_dir,
+        &["export", "person", "--tenant", tenant, distinct_id],
+    ))
+    .expect("person JSON")
 }
 
 #[test]
 fn posthog_and_segment_sdks_deliver_events_identities_and_properties() {
     let e2e = e2e_dir();
-    assert!(
-        e2e.join("node_modules/posthog-node").exists()
-            && e2e.join("node_modules/@segment/analytics-node").exists(),
-        "SDK packages missing: run ./scripts/setup-e2e.sh (the test command does)"
-    );
+    let missing = missing_node_packages(&["posthog-node", "@segment/analytics-node"]);
+    if !tools_present("node SDK e2e", &missing) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (_, write_key, _) = create_tenant(dir.path(), "sdk");
     let mut server = Server::start(dir.path(), &[]);

@@ -1,0 +1,191 @@
+//! The browser SDK: `posthog-js` (its `dist/array.js`, the build a `<script>` tag
+//! loads) on a page served from a second localhost origin, in headless Debian
+//! Chromium driven by `playwright-core`, by `tests/e2e/browser/drive_posthog_js.mjs`.
+//! Every capture is a real cross-origin request (CORS, preflights for JSON bodies),
+//! encoded however posthog-js chooses; the user-agent properties are left to Tally.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use super::{
+    distinct_ids, e2e_dir, export_person, missing_node_packages, run_driver, runs, tools_present,
+};
+use crate::harness::{Server, create_tenant, export_events};
+
+/// The Chromium binary: `$CHROMIUM`, else Debian's.
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+fn missing_browser_tools() -> Vec<String> {
+    let mut missing = missing_node_packages(&["posthog-js", "playwright-core"]);
+    let chromium = chromium();
+    if !runs(&chromium.to_string_lossy(), &["--version"]) {
+        missing.push(format!(
+            "no runnable Chromium at {} (Debian package `chromium`; or set CHROMIUM)",
+            chromium.display()
+        ));
+    }
+    missing
+}
+
+/// The first dot-separated component of a version string.
+fn major(version: &str) -> &str {
+    version.split('.').next().unwrap_or(version)
+}
+
+#[test]
+fn posthog_js_in_chromium_delivers_enriched_events_and_merges_the_visitor() {
+    if !tools_present("browser SDK e2e", &missing_browser_tools()) {
+        return;
+    }
+    let e2e = e2e_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, write_key, _) = create_tenant(dir.path(), "web");
+    let mut server = Server::start(dir.path(), &[]);
+    let run = "b1";
+    let summary = run_driver(
+        Command::new("node")
+            .arg(e2e.join("browser/drive_posthog_js.mjs"))
+            .env("TALLY_URL", server.url())
+            .env("TALLY_WRITE_KEY", &write_key)
+            .env("RUN_ID", run)
+            .env("CHROMIUM", chromium()),
+    );
+    server.stop();
+
+    let sdk_version = summary["posthog_js_version"].as_str().expect("version");
+    let browser_version = summary["browser_version"].as_str().expect("browser");
+    let site = summary["site_origin"].as_str().expect("site origin");
+    let anon = summary["anon_distinct_id"].as_str().expect("anonymous id");
+    let user_agent = summary["user_agent"].as_str().expect("user agent");
+    assert_eq!(summary["identified_distinct_id"], json!("web-user-b1"));
+    assert_eq!(summary["page_errors"], json!([]), "the page threw");
+
+    // The wire: what posthog-js chose, logged for the reader of the test output.
+    let requests = summary["requests"].as_array().expect("requests");
+    let mut wire_uuids: Vec<&str> = Vec::new();
+    for r in requests {
+        eprintln!(
+            "posthog-js {sdk_version} in Chromium {browser_version}: {} {}{} content-type={} \
+             body={} -> {} events={}",
+            r["method"].as_str().unwrap_or("?"),
+            r["path"].as_str().unwrap_or("?"),
+            r["query"].as_str().unwrap_or(""),
+            r["content_type"],
+            r["body_encoding"],
+            r.get("status")
+                .cloned()
+                .unwrap_or_else(|| r["failure"].clone()),
+            r["events"]
+        );
+        let events = r["events"].as_array().expect("events");
+        if events.is_empty() {
+            // Remote config and /flags, which Tally does not serve (404): posthog-js
+            // carries on without them. They must still pass CORS to be read at all.
+            if r.get("status").is_some() {
+                assert_eq!(r["cors_allow_origin"], json!(site), "CORS on {r}");
+            }
+            continue;
+        }
+        assert_eq!(r["status"], json!(200), "capture refused: {r}");
+        assert_eq!(r["cors_allow_origin"], json!(site), "CORS on {r}");
+        assert!(r.get("decode_error").is_none(), "{r}");
+        for e in events {
+            assert_eq!(
+                e["ua_properties_sent"],
+                json!([]),
+                "posthog-js sent user-agent properties despite property_denylist: {e}"
+            );
+            wire_uuids.push(e["uuid"].as_str().expect("posthog-js sends a uuid"));
+        }
+    }
+
+    let events = export_events(dir.path(), "web");
+    let web: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["properties"]["$lib"] == json!("web"))
+        .collect();
+    assert_eq!(web.len(), events.len(), "only posthog-js sent: {events:#?}");
+
+    // Each event the browser sent is stored once, under the uuid it sent.
+    let mut stored: HashMap<&str, usize> = HashMap::new();
+    for e in &web {
+        *stored.entry(e["uuid"].as_str().expect("uuid")).or_default() += 1;
+    }
+    for uuid in &wire_uuids {
+        assert_eq!(stored.get(uuid).copied(), Some(1), "event {uuid}");
+    }
+    assert_eq!(stored.len(), wire_uuids.len(), "stored {stored:?}");
+
+    // Server-side enrichment, from the browser's own User-Agent: posthog-js sent none
+    // of these (checked above), so they are Tally's parse.
+    for e in &web {
+        let p = &e["properties"];
+        assert_eq!(p["$lib_version"], json!(sdk_version), "{e}");
+        assert_eq!(p["$raw_user_agent"], json!(user_agent), "{e}");
+        assert_eq!(p["$browser"], json!("Chrome"), "{e}");
+        assert_eq!(
+            p["$browser_version"].as_str().map(major),
+            Some(major(browser_version)),
+            "{e}"
+        );
+        assert_eq!(p["$os"], json!("Linux"), "{e}");
+        assert_eq!(p["$device_type"], json!("Desktop"), "{e}");
+        assert_eq!(p["$ip"], json!("127.0.0.1"), "{e}");
+    }
+
+    let named = |name: &str| -> Vec<&Value> {
+        web.iter()
+            .copied()
+            .filter(|e| e["event"] == json!(name))
+            .collect()
+    };
+    let pageview = named("$pageview");
+    assert_eq!(pageview.len(), 1, "{pageview:#?}");
+    assert_eq!(pageview[0]["distinct_id"], json!(anon));
+    let page_url = format!("{site}/pricing?utm_source=e2e");
+    assert_eq!(pageview[0]["properties"]["$current_url"], json!(page_url));
+    assert_eq!(pageview[0]["properties"]["$pathname"], json!("/pricing"));
+    assert_eq!(pageview[0]["properties"]["utm_source"], json!("e2e"));
+    assert_eq!(pageview[0]["properties"]["title"], json!("Tally e2e b1"));
+
+    let cta = named("clicked_cta");
+    assert_eq!(cta.len(), 1);
+    assert_eq!(cta[0]["distinct_id"], json!(anon));
+    assert_eq!(cta[0]["properties"]["plan"], json!("pro"));
+    assert_eq!(cta[0]["properties"]["price"], json!(12.5));
+
+    let identify = named("$identify");
+    assert_eq!(identify.len(), 1);
+    assert_eq!(identify[0]["distinct_id"], json!("web-user-b1"));
+    assert_eq!(identify[0]["properties"]["$anon_distinct_id"], json!(anon));
+    assert_eq!(identify[0]["$set"]["email"], json!("web-b1@example.com"));
+    assert_eq!(identify[0]["$set_once"]["first_touch"], json!("browser"));
+
+    let purchase = named("purchase_completed");
+    assert_eq!(purchase.len(), 1);
+    assert_eq!(purchase[0]["distinct_id"], json!("web-user-b1"));
+    assert_eq!(purchase[0]["properties"]["amount"], json!(99.9));
+
+    // The anonymous visitor and the identified user are one person.
+    let person = export_person(dir.path(), "web", anon);
+    let ids = distinct_ids(&person);
+    assert!(
+        ids.iter().any(|i| i == anon) && ids.iter().any(|i| i == "web-user-b1"),
+        "anonymous and identified ids not merged: {ids:?}"
+    );
+    assert_eq!(person["is_identified"], json!(true));
+    assert_eq!(person["properties"]["email"], json!("web-b1@example.com"));
+    assert_eq!(person["properties"]["first_touch"], json!("browser"));
+    // posthog-js's own $set_once of the first page, kept from the identify.
+    assert_eq!(
+        person["properties"]["$initial_current_url"],
+        json!(page_url)
+    );
+}
