@@ -184,3 +184,65 @@ async fn time_filters_prune_and_stay_correct() {
         "scanned {scanned} files: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_encoded_stores_the_given_properties_text_and_checks_its_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(config(dir.path())).await.unwrap();
+    let mut input = events(0..3);
+    for (i, e) in input.iter_mut().enumerate() {
+        e.properties.insert("n".into(), json!(i));
+        e.properties.insert("s".into(), json!(format!("v\"{i}")));
+    }
+    let texts: Vec<String> = input
+        .iter()
+        .map(|e| serde_json::to_string(&e.properties).unwrap())
+        .collect();
+    // One text too few is a caller bug: refused, nothing stored.
+    let err = store
+        .apply_encoded(1, batch(T1, input.clone()), texts[..2].to_vec())
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("2 serialised property maps for 3 events"),
+        "{err}"
+    );
+    assert_eq!(store.count_events(T1).await.unwrap(), 0);
+
+    let outcome = store
+        .apply_encoded(1, batch(T1, input.clone()), texts.clone())
+        .unwrap();
+    assert_eq!(outcome.inserted, 3);
+    let mut expected = input.clone();
+    expected.sort_by_key(|e| (e.timestamp, e.uuid));
+    // Buffered, then from Parquet: the properties column holds the given text, and
+    // the typed columns are derived from the maps as usual.
+    for flushed in [false, true] {
+        if flushed {
+            store.flush().await.unwrap();
+        }
+        assert_eq!(store.scan_events(T1).await.unwrap(), expected);
+        let ctx = store.session_context_for(T1).unwrap();
+        let rows = ctx
+            .sql(r#"SELECT properties, "prop:num:n" FROM events ORDER BY "prop:num:n""#)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = rows[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let n = rows[0]
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        for i in 0..3 {
+            assert_eq!(text.value(i), texts[i]);
+            assert_eq!(n.value(i), i as f64);
+        }
+    }
+}
