@@ -240,8 +240,8 @@ async fn apply_encoded_stores_the_given_properties_text_and_checks_its_length() 
             .as_any()
             .downcast_ref::<Float64Array>()
             .unwrap();
-        for i in 0..3 {
-            assert_eq!(text.value(i), texts[i]);
+        for (i, expected_text) in texts.iter().enumerate() {
+            assert_eq!(text.value(i), expected_text);
             assert_eq!(n.value(i), i as f64);
         }
     }
