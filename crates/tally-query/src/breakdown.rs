@@ -23,6 +23,7 @@ fn default_limit() -> u32 {
 
 /// Split the result by property values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Breakdown {
     /// The properties, one to three; a row is one combination of their values.
@@ -70,6 +71,7 @@ impl Breakdown {
 
 /// The label of a breakdown row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BreakdownValue {
     /// One combination of values, in the order of the breakdown's properties. Each is

@@ -20,6 +20,7 @@ fn default_page() -> u32 {
 
 /// A page of the latest events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// The tenants read. Set by the API from the credentials.
@@ -84,6 +85,7 @@ impl EventsQuery {
 
 /// A page of events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventsResult {
     /// Newest first: by timestamp, then tenant, then uuid, all descending.
     pub events: Vec<EventRow>,
@@ -94,8 +96,10 @@ pub struct EventsResult {
 
 /// One event as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventRow {
     /// The event's tenant.
+    #[cfg_attr(feature = "schema", schemars(with = "u32"))]
     pub tenant: TenantId,
     /// The event's dedup key.
     pub uuid: Uuid,

@@ -37,6 +37,7 @@ pub const MAX_FILTER_VALUE_LEN: usize = 64 * 1024;
 
 /// Where a property lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PropertySource {
     /// A property sent with the event (`properties` in the capture API).
@@ -81,6 +82,7 @@ pub const TENANT_FIELDS: &[&str] = &["id", "name"];
 
 /// A property, named by where it lives and its key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PropertyRef {
     /// Where the property lives.
@@ -186,6 +188,7 @@ impl PropertyRef {
 
 /// A filter comparison value: a JSON string, number or boolean.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum Scalar {
     /// A JSON boolean.
@@ -235,6 +238,7 @@ impl Scalar {
 
 /// The right-hand side of a property filter: one value, or a list for `in_list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
 pub enum FilterValue {
     /// One value.
@@ -245,6 +249,7 @@ pub enum FilterValue {
 
 /// A comparison operator. See [`semantics`] for the exact rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Operator {
     /// Equal, with string/number/boolean coercion ([`semantics::loose_eq`]).
@@ -296,6 +301,7 @@ impl Operator {
 
 /// One predicate on one property.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PropertyFilter {
     /// The property compared.
@@ -315,6 +321,7 @@ pub struct PropertyFilter {
 /// produce empty groups while a user is still editing, and "match nothing" would turn
 /// a chart blank for no visible reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Filter {
     /// A predicate on one property.
@@ -368,6 +375,7 @@ impl Filter {
 
 /// Which events something counts: an event name (or any event) and filters.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventMatcher {
     /// The event name, e.g. `$pageview`; absent or null for any event.

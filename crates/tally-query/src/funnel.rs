@@ -40,6 +40,7 @@ fn default_page() -> u32 {
 
 /// A funnel query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FunnelQuery {
     /// The tenants read. Set by the API from the credentials.
@@ -80,6 +81,7 @@ pub struct FunnelQuery {
 
 /// One funnel step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FunnelStep {
     /// The event name; absent or null for any event.
@@ -132,6 +134,7 @@ impl FunnelStep {
 
 /// How steps must follow each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FunnelOrder {
     /// Steps happen in order; other events may happen between them.
@@ -148,6 +151,7 @@ pub enum FunnelOrder {
 /// An event that disqualifies a conversion when it happens strictly between the
 /// events of two steps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FunnelExclusion {
     /// The event name; absent or null for any event.
@@ -174,6 +178,7 @@ impl FunnelExclusion {
 
 /// What a funnel query computes.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum FunnelView {
     /// Persons, conversion rates and times per step.
@@ -217,6 +222,7 @@ pub enum FunnelView {
 
 /// Whether a person reached a step or dropped off before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     /// Reached the step.
@@ -430,6 +436,7 @@ impl FunnelQuery {
 
 /// A funnel result, one variant per [`FunnelView`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FunnelResult {
     /// For [`FunnelView::Steps`].
@@ -444,6 +451,7 @@ pub enum FunnelResult {
 
 /// Per-step results, overall and per breakdown row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FunnelStepsResult {
     /// All persons.
     pub total: Vec<FunnelStepResult>,
@@ -455,6 +463,7 @@ pub struct FunnelStepsResult {
 
 /// The steps of one breakdown row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FunnelBreakdownRow {
     /// The row's value.
     pub breakdown: BreakdownValue,
@@ -464,6 +473,7 @@ pub struct FunnelBreakdownRow {
 
 /// One step's numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FunnelStepResult {
     /// The step index (0-based).
     pub step: u32,
@@ -487,6 +497,7 @@ pub struct FunnelStepResult {
 
 /// A histogram of conversion times.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TimeToConvertResult {
     /// The step measured from.
     pub from_step: u32,
@@ -505,6 +516,7 @@ pub struct TimeToConvertResult {
 
 /// One histogram bin, `[from_seconds, to_seconds)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct HistogramBin {
     /// The bin's lower bound (inclusive), in seconds.
     pub from_seconds: f64,
@@ -516,6 +528,7 @@ pub struct HistogramBin {
 
 /// Conversion per entry bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConversionOverTimeResult {
     /// The buckets.
     pub buckets: Vec<Bucket>,
@@ -527,6 +540,7 @@ pub struct ConversionOverTimeResult {
 
 /// The conversion points of one breakdown row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConversionBreakdownRow {
     /// The row's value.
     pub breakdown: BreakdownValue,
@@ -536,6 +550,7 @@ pub struct ConversionBreakdownRow {
 
 /// The funnel of the persons who entered in one bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ConversionPoint {
     /// Persons who entered (did step 0) in the bucket.
     pub entered: u64,
@@ -547,6 +562,7 @@ pub struct ConversionPoint {
 
 /// A page of persons.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FunnelPersonsResult {
     /// Persons ordered by tenant, then person id.
     pub persons: Vec<PersonKey>,
@@ -558,8 +574,10 @@ pub struct FunnelPersonsResult {
 /// A person, identified by tenant and person id (the id as resolved at query time:
 /// an unmapped distinct id is its own person).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PersonKey {
     /// The person's tenant.
+    #[cfg_attr(feature = "schema", schemars(with = "u32"))]
     pub tenant: TenantId,
     /// The person id.
     pub person_id: String,

@@ -20,6 +20,7 @@ fn default_page() -> u32 {
 
 /// A page of persons.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PersonsQuery {
     /// The tenants read. Set by the API from the credentials.
@@ -82,6 +83,7 @@ impl PersonsQuery {
 
 /// A page of persons.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PersonsResult {
     /// Ordered by tenant, then person id.
     pub persons: Vec<PersonRow>,
@@ -92,8 +94,10 @@ pub struct PersonsResult {
 
 /// One person.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PersonRow {
     /// The person's tenant.
+    #[cfg_attr(feature = "schema", schemars(with = "u32"))]
     pub tenant: TenantId,
     /// The person id (persons merged into it resolve to it).
     pub person_id: String,

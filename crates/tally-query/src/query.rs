@@ -14,6 +14,7 @@ use crate::trends::{TrendsQuery, TrendsResult};
 
 /// Any query, tagged by `kind`: `{"kind": "trends", "scope": ..., ...}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Query {
     /// A [`TrendsQuery`].
@@ -71,6 +72,7 @@ impl Query {
 
 /// The answer to a [`Query`], tagged like it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum QueryResult {
     /// Answers [`Query::Trends`].

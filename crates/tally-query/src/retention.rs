@@ -22,6 +22,7 @@ fn default_periods() -> u32 {
 
 /// A retention query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RetentionQuery {
     /// The tenants read. Set by the API from the credentials.
@@ -63,6 +64,7 @@ pub struct RetentionQuery {
 
 /// Which start events form cohorts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CohortKind {
     /// A person belongs to the cohort of the period of their first start event ever
@@ -75,6 +77,7 @@ pub enum CohortKind {
 
 /// The period size of a retention table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RetentionPeriod {
     /// Local calendar days.
@@ -99,6 +102,7 @@ impl RetentionPeriod {
 
 /// How a return in period N is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ReturnMode {
     /// Returned in exactly period N.
@@ -138,6 +142,7 @@ impl RetentionQuery {
 
 /// A retention result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RetentionResult {
     /// All persons: one row per cohort period, in time order.
     pub total: Vec<RetentionCohort>,
@@ -148,6 +153,7 @@ pub struct RetentionResult {
 
 /// The cohort table of one breakdown row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RetentionBreakdownRow {
     /// The row's value.
     pub breakdown: BreakdownValue,
@@ -157,6 +163,7 @@ pub struct RetentionBreakdownRow {
 
 /// One cohort: its size and how many of it came back in each later period.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct RetentionCohort {
     /// The cohort's period.
     pub period: Bucket,

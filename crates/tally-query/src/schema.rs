@@ -19,6 +19,7 @@ fn default_limit() -> u32 {
 
 /// A schema-discovery query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SchemaQuery {
     /// The tenants read. Set by the API from the credentials.
@@ -38,6 +39,7 @@ pub struct SchemaQuery {
 
 /// What to list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SchemaRequest {
     /// Event names with their counts, most frequent first.
@@ -143,6 +145,7 @@ impl SchemaQuery {
 
 /// A schema-discovery answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SchemaResult {
     /// Answers [`SchemaRequest::EventNames`].
@@ -164,6 +167,7 @@ pub enum SchemaResult {
 
 /// An event name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct EventNameInfo {
     /// The event name.
     pub name: String,
@@ -175,6 +179,7 @@ pub struct EventNameInfo {
 
 /// The JSON type of a property value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PropertyType {
     /// JSON strings.
@@ -202,6 +207,7 @@ impl PropertyType {
 
 /// A property key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct PropertyInfo {
     /// The property key.
     pub key: String,
@@ -214,6 +220,7 @@ pub struct PropertyInfo {
 
 /// A property value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ValueCount {
     /// The canonical value (as in breakdowns).
     pub value: serde_json::Value,

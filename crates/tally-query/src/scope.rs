@@ -16,10 +16,11 @@ pub const MAX_SCOPE_TENANTS: usize = 10_000;
 
 /// The tenants a query reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Scope {
     /// One tenant's data: `{"tenant": 7}`.
-    Tenant(TenantId),
+    Tenant(#[cfg_attr(feature = "schema", schemars(with = "u32"))] TenantId),
     /// Several tenants' data, for the operator's staff: `{"operator": {"tenants": {...}}}`.
     Operator {
         /// Which tenants.
@@ -51,10 +52,12 @@ impl Scope {
 /// A selection of tenants for an operator query: the listed ids (all tenants when the
 /// list is empty) that also pass the filters on tenant fields and attributes.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TenantSelector {
     /// Tenant ids to include; empty means every tenant.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(with = "Vec<u32>"))]
     pub ids: Vec<TenantId>,
     /// Filters on `tenant` fields (`id`, `name`) and `tenant_attribute`s, all of which
     /// a tenant must pass, e.g. `plan equals "pro"`.

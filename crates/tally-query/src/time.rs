@@ -43,6 +43,7 @@ const MICROS_PER_HOUR: i64 = 60 * MICROS_PER_MINUTE;
 
 /// The bucket size of a time series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Interval {
     /// Local wall-clock hours.
@@ -79,6 +80,7 @@ impl Interval {
 
 /// The unit of a relative date range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RangeUnit {
     /// Local wall-clock hours.
@@ -107,6 +109,7 @@ impl RangeUnit {
 
 /// The first day of a week, for weekly buckets and "this week".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WeekStart {
     #[default]
@@ -142,6 +145,7 @@ impl WeekStart {
 
 /// Which time the query covers. Resolved against "now" in the query's time zone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DateRange {
     /// The last `count` whole local units, the current one included: "last 7 days" is
@@ -322,6 +326,7 @@ fn parse_bound(field: &str, text: &str) -> Result<Bound> {
 
 /// A resolved, half-open interval of UTC microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TimeRange {
     /// First instant covered.
     pub start: i64,
@@ -623,6 +628,7 @@ pub fn parse_time_zone(field: &str, name: &str) -> Result<Tz> {
 
 /// One time bucket of a result.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Bucket {
     /// The bucket's first instant (UTC microseconds), per the period-start rule.
     pub start: i64,
@@ -643,6 +649,7 @@ impl Bucket {
 
 /// The unit of a conversion window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum WindowUnit {
     /// Exactly 60 seconds.
@@ -657,6 +664,7 @@ pub enum WindowUnit {
 
 /// A conversion window: a fixed duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     /// How many units, at least 1.

@@ -19,6 +19,7 @@ pub const MAX_SERIES: usize = 26;
 
 /// A trends query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TrendsQuery {
     /// The tenants read. Set by the API from the credentials.
@@ -53,6 +54,7 @@ pub struct TrendsQuery {
 
 /// One series: which events, and what to compute over them per bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TrendsSeries {
     /// The event name; absent or null for any event.
@@ -91,6 +93,7 @@ impl TrendsSeries {
 
 /// What a series computes per bucket.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Math {
     /// The number of events.
@@ -133,6 +136,7 @@ impl Math {
 
 /// Aggregates of a numeric property.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PropertyAggregation {
     /// The sum (0 over no values).
@@ -168,6 +172,7 @@ impl PropertyAggregation {
 
 /// Aggregates of per-person event counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PerPersonAggregation {
     /// The mean count per person.
@@ -233,6 +238,7 @@ impl TrendsQuery {
 
 /// A trends result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TrendsResult {
     /// The query's period.
     pub current: TrendsPeriod,
@@ -244,6 +250,7 @@ pub struct TrendsResult {
 
 /// The series of one period.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TrendsPeriod {
     /// The buckets, in time order; every row's `values` has one entry per bucket.
     pub buckets: Vec<Bucket>,
@@ -258,6 +265,7 @@ pub struct TrendsPeriod {
 
 /// One line of a chart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct TrendsRow {
     /// The series index (`0` = A); absent on formula rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
