@@ -12,7 +12,10 @@
 //! (tally-store). Trends and funnels (every view) are executed; retention is not yet
 //! (see `docs/QUERY-ENGINE.md`).
 
+pub mod events;
 pub mod funnel;
+pub mod persons;
+pub mod schema;
 pub mod udf;
 
 use std::collections::HashMap;
@@ -91,17 +94,9 @@ impl Classify for Error {
     }
 }
 
-/// Where the engine reads identity merges from: `(version, [(distinct_id,
-/// person_id)])` for a tenant. The metadata store implements it (an adapter over
-/// `tally_meta::PersonStore::distinct_id_map` rendering person UUIDs as text).
-#[async_trait::async_trait]
-pub trait IdentitySource: Send + Sync {
-    /// The tenant's identity map and its version (changes whenever the map does).
-    async fn distinct_id_map(
-        &self,
-        tenant: TenantId,
-    ) -> std::result::Result<(u64, Vec<(String, String)>), String>;
-}
+/// Where the engine reads identity merges and persons from (defined in tally-core so
+/// that the metadata store implements it without depending on DataFusion).
+pub use tally_core::{IdentitySource, PersonRecord};
 
 /// Limits applied to every query.
 #[derive(Debug, Clone)]
@@ -130,6 +125,8 @@ pub struct Engine {
     identities: Arc<dyn IdentitySource>,
     config: EngineConfig,
     person_maps: Mutex<HashMap<TenantId, (u64, Arc<MemTable>)>>,
+    /// Per tenant, the persons relation and records of the latest persons version.
+    persons: Mutex<HashMap<TenantId, Arc<persons::PersonsSnapshot>>>,
 }
 
 impl Engine {
@@ -144,6 +141,7 @@ impl Engine {
             identities,
             config,
             person_maps: Mutex::new(HashMap::new()),
+            persons: Mutex::new(HashMap::new()),
         }
     }
 
@@ -771,6 +769,13 @@ impl Engine {
         let map = self.person_map(tenant).await?;
         ctx.register_table(DataFusionDialect::person_map_table_name(tenant), map)
             .map_err(|e| Error::Execution(e.to_string()))?;
+        ctx.register_udf(events::tally_uuid_text());
+        let persons = self.persons_snapshot(tenant).await?;
+        ctx.register_table(
+            DataFusionDialect::persons_table_name(tenant),
+            persons.table.clone(),
+        )
+        .map_err(|e| Error::Execution(e.to_string()))?;
         Ok(ctx)
     }
 

@@ -18,7 +18,7 @@ fn uses_unsupported_source(q: &FunnelQuery) -> bool {
     let bad = |f: &Filter| {
         f.predicates()
             .iter()
-            .any(|p| p.property.source != PropertySource::Event)
+            .any(|p| p.property.source == PropertySource::Group)
     };
     q.filters.iter().any(bad)
         || q.steps.iter().any(|s| s.filters.iter().any(bad))
@@ -26,7 +26,7 @@ fn uses_unsupported_source(q: &FunnelQuery) -> bool {
         || q.breakdown.as_ref().is_some_and(|b| {
             b.properties
                 .iter()
-                .any(|p| p.source != PropertySource::Event)
+                .any(|p| p.source == PropertySource::Group)
         })
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tally_core::{Event, EventBatch, TenantId};
-use tally_engine::{Engine, EngineConfig, IdentitySource};
+use tally_engine::{Engine, EngineConfig, IdentitySource, PersonRecord};
 use tally_query::{BreakdownValue, TrendsQuery};
 use tally_store::{EmbeddedStore, StoreConfig};
 
@@ -14,6 +14,12 @@ struct NoIdentities;
 #[async_trait::async_trait]
 impl IdentitySource for NoIdentities {
     async fn distinct_id_map(&self, _: TenantId) -> Result<(u64, Vec<(String, String)>), String> {
+        Ok((0, Vec::new()))
+    }
+    async fn persons_version(&self, _: TenantId) -> Result<u64, String> {
+        Ok(0)
+    }
+    async fn persons(&self, _: TenantId) -> Result<(u64, Vec<PersonRecord>), String> {
         Ok((0, Vec::new()))
     }
 }

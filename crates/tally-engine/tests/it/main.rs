@@ -2,4 +2,5 @@
 
 mod funnel;
 mod hostile;
+mod listing;
 mod trends;
