@@ -1,12 +1,13 @@
 //! Executes Tally queries on the embedded store: compiles them with `tally-sql`'s
 //! [`DataFusionDialect`], registers exactly the relations the SQL names (the query
-//! tenant's events table and its identity map), runs the statements under a memory
-//! limit and a timeout, and assembles `tally_query` results.
+//! tenant's events table, its identity map and its persons), runs the statements under
+//! a memory limit and a timeout, and assembles `tally_query` results.
 //!
-//! Owns: per-query DataFusion sessions, the person-map tables (built from an
-//! [`IdentitySource`] and cached per tenant by map version), the `tally_*` scalar
-//! functions ([`udf`]), the `tally_funnel` aggregate ([`funnel`]), breakdown ranking
-//! and zero-filling, formulas.
+//! Owns: per-query DataFusion sessions, the person-map and persons tables (built from
+//! an [`IdentitySource`] and cached per tenant by version; [`persons`]), the `tally_*`
+//! scalar functions ([`udf`], [`events::tally_uuid_text`]), the `tally_funnel`
+//! aggregate ([`funnel`]), breakdown ranking and zero-filling, formulas, and the
+//! events, persons and schema listings ([`events`], [`persons`], [`schema`]).
 //!
 //! Does not own: SQL text (tally-sql), query semantics (tally-query), storage
 //! (tally-store). Trends and funnels (every view) are executed; retention is not yet
