@@ -68,6 +68,26 @@ pub enum Command {
     /// server must be stopped).
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Run a query file (`{"kind": "trends", ...}`) against a running server's GraphQL
+    /// API and print the result as JSON or a table.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// JSON file holding one query: `{"kind": "trends", "date_range": ..., ...}` (the
+    /// query's fields next to its kind) or `{"kind": "trends", "query": {...}}`; `-`
+    /// reads standard input. `scope` may be omitted with a tenant's secret key.
+    pub file: PathBuf,
+    /// API key: the tenant's secret key (tly_sec_...) or an operator key (tly_op_...).
+    #[arg(long, env = "TALLY_API_KEY", hide_env_values = true)]
+    pub key: String,
+    /// URL of the running Tally server.
+    #[arg(long, env = "TALLY_URL", default_value = "http://127.0.0.1:8000")]
+    pub server: String,
+    /// Print a readable table instead of JSON.
+    #[arg(long)]
+    pub table: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +135,34 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    #[command(flatten)]
+    pub query: QueryLimitArgs,
+}
+
+/// Limits of the query API. A query over its time or memory limit fails with a clear
+/// error (`TIMEOUT`, `BAD_REQUEST`) instead of slowing the server down for everyone.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Query limits")]
+pub struct QueryLimitArgs {
+    /// Wall-clock limit of one analytics query, in seconds.
+    #[arg(long, env = "TALLY_QUERY_TIMEOUT_SECS", default_value_t = 30)]
+    pub query_timeout_secs: u64,
+    /// Memory one analytics query may use for joins, sorts and aggregations, in bytes.
+    #[arg(long, env = "TALLY_QUERY_MEMORY_LIMIT_BYTES", default_value_t = 2 << 30)]
+    pub query_memory_limit_bytes: usize,
+    /// Parallelism of one analytics query (DataFusion target partitions).
+    #[arg(long, env = "TALLY_QUERY_PARTITIONS", default_value_t = 2)]
+    pub query_partitions: usize,
+    /// Deepest selection nesting of a GraphQL request.
+    #[arg(long, env = "TALLY_GRAPHQL_MAX_DEPTH", default_value_t = 16)]
+    pub graphql_max_depth: usize,
+    /// Most fields in a GraphQL request, counted with fragments expanded.
+    #[arg(long, env = "TALLY_GRAPHQL_MAX_COMPLEXITY", default_value_t = 500)]
+    pub graphql_max_complexity: usize,
+    /// Most analytics queries (aliased fields) in one GraphQL request.
+    #[arg(long, env = "TALLY_GRAPHQL_MAX_QUERIES", default_value_t = 8)]
+    pub graphql_max_queries: usize,
 }
 
 /// Ingest validation limits. Each one answers with a 4xx naming the limit when exceeded.

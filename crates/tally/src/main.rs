@@ -8,6 +8,7 @@ mod datadir;
 mod demo;
 mod export;
 mod import;
+mod query;
 mod serve;
 mod telemetry;
 mod tenant;
@@ -51,6 +52,7 @@ fn main() -> std::process::ExitCode {
             Command::Import(args) => import::run(&cli.global, args).await,
             Command::Demo(args) => demo::run(&cli.global, args).await,
             Command::Export(cmd) => export::run(&cli.global, cmd).await,
+            Command::Query(args) => query::run(args).await,
         }
     });
     match result {

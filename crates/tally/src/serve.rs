@@ -2,8 +2,9 @@
 //!
 //! Wires the single-machine implementations together — SQLite metadata, the embedded
 //! store, the local WAL pipeline — behind the traits the ingest API depends on, adds
-//! the operational endpoints, and shuts down gracefully on SIGTERM/SIGINT (stop
-//! accepting, finish in-flight requests, flush, then exit).
+//! the operational endpoints and the GraphQL query API (`/graphql`, with the query
+//! engine's limits from the command line), and shuts down gracefully on SIGTERM/SIGINT
+//! (stop accepting, finish in-flight requests, flush, then exit).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use tally_pipeline::{LocalPipeline, PipelineConfig};
 use tally_store::{EmbeddedStore, StoreConfig};
 use tally_wal::WalConfig;
 
-use crate::cli::{GlobalArgs, LimitArgs, ServeArgs, StorageArgs};
+use crate::cli::{GlobalArgs, LimitArgs, QueryLimitArgs, ServeArgs, StorageArgs};
 use crate::datadir::DataDir;
 
 /// The embedded components of one data directory, opened together.
@@ -120,6 +121,33 @@ fn limits(l: &LimitArgs) -> Limits {
     }
 }
 
+/// The GraphQL query API over the data directory's store and metadata, with the
+/// query engine's limits from the command line.
+fn query_api(engine: &Engine, args: &QueryLimitArgs) -> anyhow::Result<tally_api::Api> {
+    let identities: Arc<dyn tally_engine::IdentitySource> = engine.meta.clone();
+    let query_engine = tally_engine::Engine::new(
+        engine.store.clone(),
+        identities,
+        tally_engine::EngineConfig {
+            memory_limit_bytes: args.query_memory_limit_bytes,
+            query_timeout: Duration::from_secs(args.query_timeout_secs),
+            target_partitions: args.query_partitions.max(1),
+        },
+    );
+    let meta: Arc<dyn MetaStore> = engine.meta.clone();
+    let runner = Arc::new(tally_api::EngineRunner::new(Arc::new(query_engine)));
+    tally_api::Api::new(
+        meta,
+        runner,
+        tally_api::ApiConfig {
+            max_depth: args.graphql_max_depth,
+            max_complexity: args.graphql_max_complexity,
+            max_queries_per_request: args.graphql_max_queries,
+        },
+    )
+    .context("building the GraphQL API")
+}
+
 #[derive(Clone)]
 struct OpsState {
     metrics: PrometheusHandle,
@@ -147,6 +175,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     let sink: Arc<dyn EventSink> = Arc::new(engine.pipeline.clone());
     let state = Arc::new(IngestState::new(sink, directory, ingest).context("configuring ingest")?);
 
+    let query_api = query_api(&engine, &args.query)?;
+
     let ops = OpsState {
         metrics,
         pipeline: engine.pipeline.clone(),
@@ -156,7 +186,8 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .with_state(ops)
-        .merge(tally_ingest::router(state));
+        .merge(tally_ingest::router(state))
+        .merge(query_api.router());
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -4,5 +4,6 @@ mod harness;
 
 mod cli;
 mod crash;
+mod graphql;
 mod http_ingest;
 mod sdk_e2e;
