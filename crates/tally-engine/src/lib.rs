@@ -127,7 +127,7 @@ pub struct Engine {
     config: EngineConfig,
     person_maps: Mutex<HashMap<TenantId, (u64, Arc<MemTable>)>>,
     /// Per tenant, the persons relation and records of the latest persons version.
-    persons: Mutex<HashMap<TenantId, Arc<persons::PersonsSnapshot>>>,
+    persons: Arc<persons::PersonsCache>,
 }
 
 impl Engine {
@@ -139,10 +139,10 @@ impl Engine {
     ) -> Self {
         Engine {
             store,
+            persons: Arc::new(persons::PersonsCache::new(identities.clone())),
             identities,
             config,
             person_maps: Mutex::new(HashMap::new()),
-            persons: Mutex::new(HashMap::new()),
         }
     }
 
@@ -771,10 +771,9 @@ impl Engine {
         ctx.register_table(DataFusionDialect::person_map_table_name(tenant), map)
             .map_err(|e| Error::Execution(e.to_string()))?;
         ctx.register_udf(events::tally_uuid_text());
-        let persons = self.persons_snapshot(tenant).await?;
         ctx.register_table(
             DataFusionDialect::persons_table_name(tenant),
-            persons.table.clone(),
+            Arc::new(persons::LazyPersonsTable::new(self.persons.clone(), tenant)),
         )
         .map_err(|e| Error::Execution(e.to_string()))?;
         Ok(ctx)

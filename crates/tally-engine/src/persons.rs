@@ -1,7 +1,7 @@
 //! Persons on DataFusion: the per-tenant persons relation (`tenant_<t>_persons(person_id,
 //! properties)`, what tally-sql joins for person-property filters and breakdowns),
-//! cached by the persons version of the [`IdentitySource`](crate::IdentitySource), and
-//! [`Engine::persons`], the persons list.
+//! cached by the persons version of the [`IdentitySource`] and loaded only when a
+//! statement scans it, and [`Engine::persons`], the persons list.
 //!
 //! Owns the snapshot (records + table built from the same read, so a page's ids and the
 //! properties shown with them always agree), the distinct-id lookup through the identity
@@ -13,11 +13,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, StringBuilder};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::MemTable;
+use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use tally_core::TenantId;
+use parking_lot::Mutex;
+use tally_core::{IdentitySource, TenantId};
 use tally_query::{PersonRow, PersonsQuery, PersonsResult};
 use tally_sql::{DataFusionDialect, compile_persons};
 
@@ -37,10 +42,7 @@ pub(crate) struct PersonsSnapshot {
 
 impl PersonsSnapshot {
     fn build(version: u64, records: Vec<PersonRecord>) -> Result<Self> {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("person_id", DataType::Utf8, false),
-            Field::new("properties", DataType::Utf8, false),
-        ]));
+        let schema = persons_schema();
         let mut ids = StringBuilder::new();
         let mut properties = StringBuilder::new();
         let mut by_id = HashMap::with_capacity(records.len());
@@ -68,15 +70,28 @@ impl PersonsSnapshot {
     }
 }
 
-impl Engine {
+/// The persons snapshots of every tenant queried so far, by persons version.
+pub(crate) struct PersonsCache {
+    identities: Arc<dyn IdentitySource>,
+    snapshots: Mutex<HashMap<TenantId, Arc<PersonsSnapshot>>>,
+}
+
+impl PersonsCache {
+    pub(crate) fn new(identities: Arc<dyn IdentitySource>) -> Self {
+        PersonsCache {
+            identities,
+            snapshots: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The tenant's persons, rebuilt only when the source's persons version moved.
-    pub(crate) async fn persons_snapshot(&self, tenant: TenantId) -> Result<Arc<PersonsSnapshot>> {
+    pub(crate) async fn snapshot(&self, tenant: TenantId) -> Result<Arc<PersonsSnapshot>> {
         let version = self
             .identities
             .persons_version(tenant)
             .await
             .map_err(Error::Identities)?;
-        if let Some(snapshot) = self.persons.lock().get(&tenant)
+        if let Some(snapshot) = self.snapshots.lock().get(&tenant)
             && snapshot.version == version
         {
             return Ok(snapshot.clone());
@@ -88,8 +103,76 @@ impl Engine {
             .map_err(Error::Identities)?;
         let snapshot = Arc::new(PersonsSnapshot::build(version, records)?);
         metrics::counter!("tally_engine_persons_table_builds_total").increment(1);
-        self.persons.lock().insert(tenant, snapshot.clone());
+        self.snapshots.lock().insert(tenant, snapshot.clone());
         Ok(snapshot)
+    }
+}
+
+/// A session's `tenant_<t>_persons`: registered with every session, read (and loaded
+/// from the source, if its version moved) only when a statement scans it, so queries
+/// without person properties never touch persons. Loaded once per session, so every
+/// statement of one query sees the same persons.
+pub(crate) struct LazyPersonsTable {
+    cache: Arc<PersonsCache>,
+    tenant: TenantId,
+    loaded: tokio::sync::OnceCell<Arc<PersonsSnapshot>>,
+}
+
+impl LazyPersonsTable {
+    pub(crate) fn new(cache: Arc<PersonsCache>, tenant: TenantId) -> Self {
+        LazyPersonsTable {
+            cache,
+            tenant,
+            loaded: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for LazyPersonsTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyPersonsTable")
+            .field("tenant", &self.tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for LazyPersonsTable {
+    fn schema(&self) -> SchemaRef {
+        persons_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let snapshot = self
+            .loaded
+            .get_or_try_init(|| self.cache.snapshot(self.tenant))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        snapshot.table.scan(state, projection, filters, limit).await
+    }
+}
+
+fn persons_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("person_id", DataType::Utf8, false),
+        Field::new("properties", DataType::Utf8, false),
+    ]))
+}
+
+impl Engine {
+    /// The tenant's current persons snapshot.
+    pub(crate) async fn persons_snapshot(&self, tenant: TenantId) -> Result<Arc<PersonsSnapshot>> {
+        self.persons.snapshot(tenant).await
     }
 
     /// A page of the query tenant's persons with their properties and distinct ids,

@@ -12,7 +12,7 @@
 //! join, so merges apply retroactively), and the SQL shape of trends, funnels and
 //! retention. Funnels and retention compile to one pass per person through the
 //! `tally_funnel` / `tally_retention` aggregates whose contracts are in
-//! `docs/QUERY-ENGINE.md` and in [`funnel`] (retention is not compiled yet).
+//! `docs/QUERY-ENGINE.md`, [`funnel`] and [`retention`].
 //!
 //! Does not own: IO, execution, the aggregates' implementations, or turning result
 //! rows into `tally_query` results (the engine does those). Pure and synchronous.
@@ -23,6 +23,7 @@ pub mod events;
 mod expr;
 pub mod funnel;
 pub mod persons;
+pub mod retention;
 pub mod schema;
 pub mod trends;
 
@@ -32,6 +33,7 @@ pub use events::{EventsPlan, compile_events};
 pub use expr::{BreakdownKey, PropertyValue};
 pub use funnel::{FunnelPlan, FunnelSpec, compile_funnel};
 pub use persons::{PersonsPlan, compile_persons};
+pub use retention::{RetentionPlan, RetentionSpec, compile_retention};
 pub use schema::{SchemaPlan, compile_schema};
 pub use trends::{PeriodPlan, TrendsPlan, compile_trends};
 

@@ -470,6 +470,16 @@ fn person_properties_are_cached_by_version_and_apply_to_past_events() {
         };
         let now = t0 + 86_400_000_000;
         let total = |r: tally_query::TrendsResult| r.current.series[0].values[0];
+        // A query without person properties never reads persons.
+        let plain = TrendsQuery {
+            filters: Vec::new(),
+            ..query.clone()
+        };
+        assert_eq!(
+            total(engine.trends(&plain, now, None).await.unwrap()),
+            Some(3.0)
+        );
+        assert_eq!(source.reads.load(Ordering::SeqCst), 0);
         assert_eq!(
             total(engine.trends(&query, now, None).await.unwrap()),
             Some(3.0)

@@ -3,4 +3,5 @@
 mod funnel;
 mod hostile;
 mod listing;
+mod retention;
 mod trends;

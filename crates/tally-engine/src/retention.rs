@@ -1,0 +1,663 @@
+//! Retention on DataFusion: the `tally_retention(period, mask, ts, uuid, row, spec)`
+//! aggregate and the execution of [`tally_sql::RetentionPlan`] statements into a
+//! [`RetentionResult`], with exactly the rules of `docs/QUERY-SEMANTICS.md`
+//! ("Retention") as `tally_query::reference::retention` states them.
+//!
+//! Owns: per person, keeping the earliest start event of each period (by timestamp,
+//! then uuid: the event that forms a membership and gives its breakdown row) and the
+//! set of periods with a return event; turning those into cells (see
+//! [`tally_sql::retention`] for the encoding); ranking breakdown values; null cells
+//! for periods that have not started; percentages; zero-filling. Does not own: SQL,
+//! the period calendar (the compiler computes period indexes), or the semantics.
+//!
+//! The aggregate's state is small and mergeable: per start period one
+//! `(period, ts, uuid, row)` and the distinct return periods, as `List<Int64>`s (the
+//! uuid as two halves), so partial aggregation and repartitioning work and a person
+//! with many events costs memory in periods, not events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatch,
+};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
+use datafusion::common::{DataFusionError, ScalarValue, exec_err};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use serde_json::Value;
+use tally_query::retention::{RetentionBreakdownRow, RetentionCohort};
+use tally_query::{BreakdownValue, RetentionQuery, RetentionResult, Scope};
+use tally_sql::retention::{RETURN_BIT, START_BIT};
+use tally_sql::{
+    CompileContext, DataFusionDialect, PropertyCatalog, RetentionPlan, RetentionSpec,
+    compile_retention,
+};
+
+use crate::{Engine, Result, breakdown_value, compare_keys, int_column, keys_equal, to_sql_keys};
+
+/// The aggregate's name, as the compiler spells it.
+pub const AGGREGATE: &str = "tally_retention";
+
+/// The aggregate, ready to register.
+pub fn tally_retention() -> AggregateUDF {
+    AggregateUDF::from(RetentionUdaf {
+        // The uuid argument is `FixedSizeBinary(16)` with a breakdown and NULL
+        // without one, so the signature takes any six arguments and the accumulator
+        // checks the types.
+        signature: Signature::any(6, Volatility::Immutable),
+    })
+}
+
+fn list_of_int64() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true)))
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RetentionUdaf {
+    signature: Signature,
+}
+
+impl AggregateUDFImpl for RetentionUdaf {
+    fn name(&self) -> &str {
+        AGGREGATE
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(list_of_int64())
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
+        let Some(spec_expr) = args.exprs.get(5) else {
+            return exec_err!("{AGGREGATE} takes (period, mask, ts, uuid, row, spec)");
+        };
+        // The spec is a constant: evaluating it needs no rows.
+        let empty = RecordBatch::new_empty(Arc::new(args.schema.clone()));
+        let text = match spec_expr.evaluate(&empty)? {
+            ColumnarValue::Scalar(
+                ScalarValue::Utf8(Some(s))
+                | ScalarValue::LargeUtf8(Some(s))
+                | ScalarValue::Utf8View(Some(s)),
+            ) => s,
+            _ => return exec_err!("{AGGREGATE}: the spec must be a constant string"),
+        };
+        let spec = RetentionSpec::decode(&text).map_err(DataFusionError::Execution)?;
+        Ok(Box::new(RetentionAccumulator::new(Arc::new(spec))))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
+        Ok(STATE_FIELDS
+            .iter()
+            .map(|f| {
+                Arc::new(Field::new(
+                    format!("{}[{f}]", args.name),
+                    list_of_int64(),
+                    true,
+                ))
+            })
+            .collect())
+    }
+}
+
+/// The state lists, in order.
+const STATE_FIELDS: [&str; 6] = [
+    "start_period",
+    "start_ts",
+    "start_uuid_hi",
+    "start_uuid_lo",
+    "start_row",
+    "return_period",
+];
+
+/// The earliest start event of one period: (timestamp, uuid) orders, row is its
+/// breakdown row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FirstStart {
+    ts: i64,
+    uuid: u128,
+    row: i64,
+}
+
+impl FirstStart {
+    fn earlier_than(&self, other: &FirstStart) -> bool {
+        (self.ts, self.uuid) < (other.ts, other.uuid)
+    }
+}
+
+/// One person's retention facts.
+#[derive(Debug)]
+pub struct RetentionAccumulator {
+    spec: Arc<RetentionSpec>,
+    /// Per start period (-1: before the date range), its earliest start event.
+    starts: BTreeMap<i64, FirstStart>,
+    /// Periods (>= 0) with a return event.
+    returns: BTreeSet<i64>,
+}
+
+impl RetentionAccumulator {
+    /// An empty accumulator.
+    pub fn new(spec: Arc<RetentionSpec>) -> Self {
+        RetentionAccumulator {
+            spec,
+            starts: BTreeMap::new(),
+            returns: BTreeSet::new(),
+        }
+    }
+
+    /// Records a start event.
+    pub fn add_start(&mut self, period: i64, ts: i64, uuid: u128, row: i64) {
+        let candidate = FirstStart { ts, uuid, row };
+        match self.starts.get_mut(&period) {
+            Some(first) if !candidate.earlier_than(first) => {}
+            Some(first) => *first = candidate,
+            None => {
+                self.starts.insert(period, candidate);
+            }
+        }
+    }
+
+    /// Records a return event.
+    pub fn add_return(&mut self, period: i64) {
+        if period >= 0 {
+            self.returns.insert(period);
+        }
+    }
+
+    /// The person's cells, ascending (see [`tally_sql::retention`]).
+    pub fn cells(&self) -> Vec<i64> {
+        let spec = &self.spec;
+        // Memberships: (global period, row).
+        let memberships: Vec<(i64, i64)> = if spec.first_time {
+            // The first start event ever; a cohort only if it is in the range.
+            self.starts
+                .iter()
+                .min_by(|(_, a), (_, b)| (a.ts, a.uuid).cmp(&(b.ts, b.uuid)))
+                .filter(|(period, _)| **period >= 0)
+                .map(|(period, first)| vec![(*period, first.row)])
+                .unwrap_or_default()
+        } else {
+            self.starts
+                .range(0..)
+                .map(|(period, first)| (*period, first.row))
+                .collect()
+        };
+        let last_return = self.returns.last().copied();
+        let mut cells = Vec::new();
+        for (period, row) in memberships {
+            let Ok(cohort) = spec.cohorts.binary_search(&period) else {
+                continue;
+            };
+            cells.push(spec.cell(cohort, 0, row));
+            for n in 1..=spec.periods {
+                let target = period + i64::from(n);
+                let returned = if spec.on_or_after {
+                    last_return.is_some_and(|r| r >= target)
+                } else {
+                    self.returns.contains(&target)
+                };
+                if returned {
+                    cells.push(spec.cell(cohort, n, row));
+                }
+            }
+        }
+        cells.sort_unstable();
+        cells
+    }
+}
+
+fn int64s<'a>(array: &'a ArrayRef, what: &str) -> DfResult<&'a Int64Array> {
+    array
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .ok_or_else(|| DataFusionError::Execution(format!("{AGGREGATE}: {what} is not BIGINT")))
+}
+
+/// The uuid column: 16-byte binaries, or all NULL (no breakdown: ties do not matter).
+enum Uuids<'a> {
+    Binary(&'a FixedSizeBinaryArray),
+    Absent,
+}
+
+impl Uuids<'_> {
+    fn of(array: &ArrayRef) -> DfResult<Uuids<'_>> {
+        if array.data_type() == &DataType::Null {
+            return Ok(Uuids::Absent);
+        }
+        match array.as_any().downcast_ref::<FixedSizeBinaryArray>() {
+            Some(a) if a.value_length() == 16 => Ok(Uuids::Binary(a)),
+            _ => exec_err!(
+                "{AGGREGATE}: uuid must be FixedSizeBinary(16) or NULL, got {}",
+                array.data_type()
+            ),
+        }
+    }
+
+    fn at(&self, i: usize) -> u128 {
+        match self {
+            Uuids::Binary(a) if a.is_valid(i) => {
+                let mut bytes = [0u8; 16];
+                bytes.copy_from_slice(a.value(i));
+                u128::from_be_bytes(bytes)
+            }
+            _ => 0,
+        }
+    }
+}
+
+fn one_list(values: impl IntoIterator<Item = i64>) -> ScalarValue {
+    let list =
+        ListArray::from_iter_primitive::<Int64Type, _, _>(vec![Some(values.into_iter().map(Some))]);
+    ScalarValue::List(Arc::new(list))
+}
+
+impl Accumulator for RetentionAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        let [period, mask, ts, uuid, row, ..] = values else {
+            return exec_err!("{AGGREGATE} takes (period, mask, ts, uuid, row, spec)");
+        };
+        let (period, mask) = (int64s(period, "period")?, int64s(mask, "mask")?);
+        let (ts, row) = (int64s(ts, "ts")?, int64s(row, "row")?);
+        let uuid = Uuids::of(uuid)?;
+        for i in 0..period.len() {
+            if period.is_null(i) || mask.is_null(i) {
+                continue;
+            }
+            let (p, m) = (period.value(i), mask.value(i));
+            if m & START_BIT != 0 {
+                let t = if ts.is_valid(i) { ts.value(i) } else { 0 };
+                let r = if row.is_valid(i) { row.value(i) } else { -1 };
+                self.add_start(p, t, uuid.at(i), r);
+            }
+            if m & RETURN_BIT != 0 {
+                self.add_return(p);
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        let list = |i: usize| -> DfResult<&ListArray> {
+            states
+                .get(i)
+                .and_then(|a| a.as_any().downcast_ref::<ListArray>())
+                .ok_or_else(|| DataFusionError::Execution(format!("{AGGREGATE}: bad state")))
+        };
+        let lists = [list(0)?, list(1)?, list(2)?, list(3)?, list(4)?, list(5)?];
+        for r in 0..lists[0].len() {
+            if lists.iter().any(|l| l.is_null(r)) {
+                continue;
+            }
+            let values: Vec<ArrayRef> = lists.iter().map(|l| l.value(r)).collect();
+            let ints = values
+                .iter()
+                .map(|v| int64s(v, "state"))
+                .collect::<DfResult<Vec<_>>>()?;
+            let n = ints[0].len();
+            if ints[..5].iter().any(|a| a.len() != n) {
+                return exec_err!("{AGGREGATE}: state lists differ in length");
+            }
+            for i in 0..n {
+                // The uuid's halves were stored bit-for-bit as i64.
+                let uuid = (u128::from(ints[2].value(i) as u64) << 64)
+                    | u128::from(ints[3].value(i) as u64);
+                self.add_start(ints[0].value(i), ints[1].value(i), uuid, ints[4].value(i));
+            }
+            for &p in ints[5].values().iter() {
+                self.add_return(p);
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
+        let starts = &self.starts;
+        Ok(vec![
+            one_list(starts.keys().copied()),
+            one_list(starts.values().map(|s| s.ts)),
+            one_list(starts.values().map(|s| (s.uuid >> 64) as u64 as i64)),
+            one_list(starts.values().map(|s| s.uuid as u64 as i64)),
+            one_list(starts.values().map(|s| s.row)),
+            one_list(self.returns.iter().copied()),
+        ])
+    }
+
+    fn evaluate(&mut self) -> DfResult<ScalarValue> {
+        Ok(one_list(self.cells()))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self.starts.len() * (std::mem::size_of::<FirstStart>() + 32)
+            + self.returns.len() * 24
+    }
+}
+
+/// Persons per (cohort, offset) of one breakdown row (or all persons).
+type Counts = Vec<Vec<u64>>;
+
+/// Answers a retention query (the engine's entry point wraps this in its limits).
+pub(crate) async fn run(
+    engine: &Engine,
+    query: &RetentionQuery,
+    now: i64,
+    tenant_time_zone: Option<&str>,
+) -> Result<RetentionResult> {
+    let catalog = match query.scope {
+        Scope::Tenant(tenant) => engine.catalog(tenant)?,
+        // The compiler refuses operator scopes with a clear error.
+        Scope::Operator { .. } => PropertyCatalog::new(),
+    };
+    let ctx = CompileContext {
+        now,
+        tenant_time_zone,
+        catalog: &catalog,
+    };
+    let plan = compile_retention(query, &DataFusionDialect, &ctx)?;
+    let session = engine.session(plan.tenant).await?;
+    session.register_udaf(tally_retention());
+
+    let periods = query.periods as usize;
+    let empty = || vec![vec![0u64; periods + 1]; plan.cohorts.len()];
+    // Rows: the ranked breakdown keys, then "other" when more values were counted.
+    let ranked = ranking(engine, &session, &plan).await?;
+    let top = ranked.as_ref().map(|(keys, _)| to_sql_keys(keys));
+    let sql = plan.cells_sql(top.as_deref())?;
+    let mut total = empty();
+    let row_count = ranked.as_ref().map_or(0, |(keys, _)| keys.len());
+    // Index 0 is "other" (row -1), then the top keys (row 0 ..).
+    let mut by_row = vec![empty(); row_count + 1];
+    for batch in engine.run(&session, &sql).await? {
+        let (cohort, offset) = (int_column(&batch, 0)?, int_column(&batch, 1)?);
+        let (row, persons) = (int_column(&batch, 2)?, int_column(&batch, 3)?);
+        for r in 0..batch.num_rows() {
+            let (Ok(c), Ok(n), Ok(slot), Ok(count)) = (
+                usize::try_from(cohort.value(r)),
+                usize::try_from(offset.value(r)),
+                usize::try_from(row.value(r) + 1),
+                u64::try_from(persons.value(r)),
+            ) else {
+                continue;
+            };
+            if c >= plan.cohorts.len() || n > periods {
+                continue;
+            }
+            // A membership has exactly one row, so the rows add up to the total.
+            total[c][n] += count;
+            if ranked.is_some()
+                && let Some(cells) = by_row.get_mut(slot)
+            {
+                cells[c][n] += count;
+            }
+        }
+    }
+    let breakdowns = match ranked {
+        None => Vec::new(),
+        Some((keys, with_other)) => {
+            let mut rows: Vec<RetentionBreakdownRow> = keys
+                .into_iter()
+                .enumerate()
+                .map(|(i, values)| RetentionBreakdownRow {
+                    breakdown: BreakdownValue::Values { values },
+                    cohorts: table(&plan, &by_row[i + 1]),
+                })
+                .collect();
+            if with_other {
+                rows.push(RetentionBreakdownRow {
+                    breakdown: BreakdownValue::Other,
+                    cohorts: table(&plan, &by_row[0]),
+                });
+            }
+            rows
+        }
+    };
+    Ok(RetentionResult {
+        total: table(&plan, &total),
+        breakdowns,
+    })
+}
+
+/// The ranked breakdown keys (canonical values; memberships descending, then value
+/// ascending) and whether an "other" row exists.
+async fn ranking(
+    engine: &Engine,
+    session: &SessionContext,
+    plan: &RetentionPlan<'_>,
+) -> Result<Option<(Vec<Vec<Value>>, bool)>> {
+    let (Some(b), Some(sql)) = (&plan.query.breakdown, plan.ranking_sql()?) else {
+        return Ok(None);
+    };
+    let mut counts: Vec<(Vec<Value>, i64)> = Vec::new();
+    for batch in engine.run(session, &sql).await? {
+        let memberships = int_column(&batch, batch.num_columns() - 1)?;
+        for r in 0..batch.num_rows() {
+            let key = (0..b.properties.len())
+                .map(|i| breakdown_value(&batch, i, r))
+                .collect::<Result<Vec<_>>>()?;
+            let n = memberships.value(r);
+            // Values with the same canonical form (1 and "1"...) are one row.
+            match counts.iter_mut().find(|(k, _)| keys_equal(k, &key)) {
+                Some((_, total)) => *total += n,
+                None => counts.push((key, n)),
+            }
+        }
+    }
+    counts.sort_by(|(ka, ca), (kb, cb)| cb.cmp(ca).then_with(|| compare_keys(ka, kb)));
+    let with_other = counts.len() > b.limit as usize;
+    counts.truncate(b.limit as usize);
+    Ok(Some((
+        counts.into_iter().map(|(k, _)| k).collect(),
+        with_other,
+    )))
+}
+
+/// One cohort table: sizes, values (null where the period has not started) and
+/// percentages.
+fn table(plan: &RetentionPlan<'_>, counts: &Counts) -> Vec<RetentionCohort> {
+    plan.cohorts
+        .iter()
+        .zip(counts)
+        .enumerate()
+        .map(|(c, (bucket, cells))| {
+            let size = cells[0];
+            let values: Vec<Option<u64>> = cells
+                .iter()
+                .enumerate()
+                .map(|(n, v)| plan.observable(c, n as u32).then_some(*v))
+                .collect();
+            let percentages = values
+                .iter()
+                .map(|v| v.and_then(|v| (size > 0).then(|| v as f64 * 100.0 / size as f64)))
+                .collect();
+            RetentionCohort {
+                period: bucket.clone(),
+                size,
+                values,
+                percentages,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(first_time: bool, on_or_after: bool) -> Arc<RetentionSpec> {
+        Arc::new(RetentionSpec {
+            first_time,
+            on_or_after,
+            periods: 3,
+            cohorts: vec![0, 1, 2],
+            row_slots: 4,
+        })
+    }
+
+    /// (cohort, offset, row) of each cell.
+    fn decoded(acc: &RetentionAccumulator) -> Vec<(i64, i64, i64)> {
+        let s = &acc.spec;
+        let width = i64::from(s.periods) + 1;
+        acc.cells()
+            .into_iter()
+            .map(|c| {
+                (
+                    c / s.row_slots / width,
+                    (c / s.row_slots) % width,
+                    c % s.row_slots - 1,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn first_time_versus_recurring() {
+        // Starts in periods 0 and 1, a return in period 2 (the spec's worked example).
+        for first_time in [true, false] {
+            let mut acc = RetentionAccumulator::new(spec(first_time, false));
+            acc.add_start(1, 200, 1, 1);
+            acc.add_start(0, 100, 1, 0);
+            acc.add_return(2);
+            let expected = if first_time {
+                vec![(0, 0, 0), (0, 2, 0)]
+            } else {
+                vec![(0, 0, 0), (0, 2, 0), (1, 0, 1), (1, 1, 1)]
+            };
+            assert_eq!(decoded(&acc), expected, "first_time={first_time}");
+        }
+    }
+
+    #[test]
+    fn on_or_after_accumulates_and_returns_in_the_cohort_do_not_count() {
+        let mut acc = RetentionAccumulator::new(spec(true, true));
+        acc.add_start(0, 100, 1, 0);
+        acc.add_return(0);
+        acc.add_return(2);
+        assert_eq!(decoded(&acc), vec![(0, 0, 0), (0, 1, 0), (0, 2, 0)]);
+        let mut on = RetentionAccumulator::new(spec(true, false));
+        on.add_start(0, 100, 1, 0);
+        on.add_return(0);
+        on.add_return(2);
+        assert_eq!(decoded(&on), vec![(0, 0, 0), (0, 2, 0)]);
+    }
+
+    #[test]
+    fn first_start_before_the_range_forms_no_cohort() {
+        let mut acc = RetentionAccumulator::new(spec(true, false));
+        acc.add_start(-1, 50, 9, 0);
+        acc.add_start(1, 200, 1, 0);
+        acc.add_return(2);
+        assert!(acc.cells().is_empty());
+        // Recurring: the in-range start still counts.
+        let mut rec = RetentionAccumulator::new(spec(false, false));
+        rec.add_start(-1, 50, 9, 0);
+        rec.add_start(1, 200, 1, 0);
+        rec.add_return(2);
+        assert_eq!(decoded(&rec), vec![(1, 0, 0), (1, 1, 0)]);
+    }
+
+    #[test]
+    fn earliest_start_of_a_period_gives_the_row_ties_by_uuid() {
+        let mut acc = RetentionAccumulator::new(spec(false, false));
+        acc.add_start(0, 300, 1, 2);
+        acc.add_start(0, 100, 7, 1);
+        acc.add_start(0, 100, 3, 0);
+        acc.add_start(0, 100, 5, -1);
+        assert_eq!(decoded(&acc), vec![(0, 0, 0)]);
+    }
+
+    #[test]
+    fn periods_outside_the_cohorts_are_ignored() {
+        // Cohorts 0 and 2 only (a period with no instant between them).
+        let s = Arc::new(RetentionSpec {
+            first_time: false,
+            on_or_after: false,
+            periods: 2,
+            cohorts: vec![0, 2],
+            row_slots: 2,
+        });
+        let mut acc = RetentionAccumulator::new(s);
+        acc.add_start(1, 100, 1, 0);
+        acc.add_start(2, 200, 1, 0);
+        acc.add_return(4);
+        assert_eq!(decoded(&acc), vec![(1, 0, 0), (1, 2, 0)]);
+    }
+
+    #[test]
+    fn partial_states_merge_to_the_same_result() {
+        let events: Vec<(i64, i64, i64, u128, i64)> = vec![
+            // (period, mask, ts, uuid, row)
+            (0, START_BIT, 100, 5, 1),
+            (0, START_BIT | RETURN_BIT, 90, 6, 2),
+            (1, RETURN_BIT, 200, 7, 0),
+            (2, START_BIT, 300, 8, 0),
+            (3, RETURN_BIT, 400, 9, -1),
+            (-1, START_BIT, 10, 1, 0),
+        ];
+        for first_time in [true, false] {
+            for on_or_after in [true, false] {
+                let s = spec(first_time, on_or_after);
+                let mut whole = RetentionAccumulator::new(s.clone());
+                for &(p, m, t, u, r) in &events {
+                    if m & START_BIT != 0 {
+                        whole.add_start(p, t, u, r);
+                    }
+                    if m & RETURN_BIT != 0 {
+                        whole.add_return(p);
+                    }
+                }
+                // Split in two, through `state` and `merge_batch`.
+                let mut merged = RetentionAccumulator::new(s.clone());
+                for part in events.chunks(3) {
+                    let mut acc = RetentionAccumulator::new(s.clone());
+                    let col = |f: fn(&(i64, i64, i64, u128, i64)) -> i64| -> ArrayRef {
+                        Arc::new(Int64Array::from(part.iter().map(f).collect::<Vec<_>>()))
+                    };
+                    let uuids: ArrayRef = Arc::new(
+                        FixedSizeBinaryArray::try_from_iter(
+                            part.iter().map(|e| e.3.to_be_bytes().to_vec()),
+                        )
+                        .unwrap(),
+                    );
+                    acc.update_batch(&[
+                        col(|e| e.0),
+                        col(|e| e.1),
+                        col(|e| e.2),
+                        uuids,
+                        col(|e| e.4),
+                    ])
+                    .unwrap();
+                    let state: Vec<ArrayRef> = acc
+                        .state()
+                        .unwrap()
+                        .into_iter()
+                        .map(|v| v.to_array().unwrap())
+                        .collect();
+                    merged.merge_batch(&state).unwrap();
+                }
+                assert_eq!(merged.cells(), whole.cells());
+                // First time: the pre-range start at ts 10 is the first, so no cohort.
+                assert_eq!(whole.cells().is_empty(), first_time);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors_not_panics() {
+        let mut acc = RetentionAccumulator::new(spec(false, false));
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        let text: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec!["x"]));
+        assert!(acc.update_batch(std::slice::from_ref(&ints)).is_err());
+        assert!(
+            acc.update_batch(&[ints.clone(), ints.clone(), ints.clone(), text, ints.clone()])
+                .is_err()
+        );
+        assert!(acc.merge_batch(&[ints]).is_err());
+    }
+}
