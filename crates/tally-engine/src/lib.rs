@@ -10,12 +10,13 @@
 //! events, persons and schema listings ([`events`], [`persons`], [`schema`]).
 //!
 //! Does not own: SQL text (tally-sql), query semantics (tally-query), storage
-//! (tally-store). Trends and funnels (every view) are executed; retention is not yet
-//! (see `docs/QUERY-ENGINE.md`).
+//! (tally-store). Trends, funnels (every view) and retention ([`retention`], the
+//! `tally_retention` aggregate) are executed (see `docs/QUERY-ENGINE.md`).
 
 pub mod events;
 pub mod funnel;
 pub mod persons;
+pub mod retention;
 pub mod schema;
 pub mod udf;
 
@@ -42,7 +43,8 @@ use tally_query::funnel::{
 };
 use tally_query::trends::{TrendsPeriod, TrendsRow};
 use tally_query::{
-    BreakdownValue, FunnelOrder, FunnelQuery, FunnelResult, Scope, TrendsQuery, TrendsResult,
+    BreakdownValue, FunnelOrder, FunnelQuery, FunnelResult, RetentionQuery, RetentionResult, Scope,
+    TrendsQuery, TrendsResult,
 };
 use tally_sql::{
     BreakdownKey, CompileContext, DataFusionDialect, FunnelPlan, KeyColumns, PeriodPlan,
@@ -343,6 +345,29 @@ impl Engine {
             series: series_rows,
             formula,
         })
+    }
+
+    /// Answers a retention query at instant `now` (UTC microseconds) for a tenant
+    /// whose time-zone setting is `tenant_time_zone` (see [`retention`]).
+    pub async fn retention(
+        &self,
+        query: &RetentionQuery,
+        now: i64,
+        tenant_time_zone: Option<&str>,
+    ) -> Result<RetentionResult> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.config.query_timeout,
+            retention::run(self, query, now, tenant_time_zone),
+        )
+        .await
+        .unwrap_or(Err(Error::Timeout(self.config.query_timeout)));
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("tally_engine_queries_total", "kind" => "retention", "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("tally_engine_query_seconds", "kind" => "retention")
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// A session that sees exactly the tenant's events and identity map, under the
