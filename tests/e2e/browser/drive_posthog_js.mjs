@@ -4,14 +4,20 @@
 // (crates/tally/tests/it/sdk_e2e/browser.rs) starts the server, runs this script, then
 // checks what landed.
 //
-// The page is served from its own origin (a second localhost port), so every capture
-// is a cross-origin request to Tally, as on a real site. posthog-js is initialised the
-// way its docs show, plus `property_denylist` for the user-agent properties it would
-// otherwise parse itself, so that the $browser/$os values that land are Tally's own
-// parse of the browser's User-Agent.
+// The page is served from its own origin (a second localhost port), so every request
+// to Tally is cross-origin, as on a real site. Between the browser and Tally sits a
+// transparent tap: it forwards every request unchanged (method, path, headers, body)
+// and relays Tally's answer unchanged (status, headers — CORS included — body), and
+// records what crossed. The browser sees Tally's own CORS answers, preflights
+// included, and the tap also sees the sendBeacon posthog-js sends while the page
+// unloads, which no page-level hook reports.
 //
-// Prints one JSON line on stdout: the SDK and browser versions, the anonymous id the
-// SDK generated, and every request the page sent to Tally (path, the compression
+// posthog-js is initialised the way its docs show, plus `property_denylist` for the
+// user-agent properties it would otherwise parse itself, so that the $browser/$os
+// values that land are Tally's own parse of the browser's User-Agent.
+//
+// Prints one JSON line on stdout: the SDK and browser versions, the ids the SDK used,
+// and every request that reached Tally (method, path and query, the encoding
 // posthog-js chose, status, the events inside).
 //
 // Usage: TALLY_URL=http://127.0.0.1:PORT TALLY_WRITE_KEY=... RUN_ID=abc \
@@ -23,11 +29,11 @@ import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
-const tallyUrl = (process.env.TALLY_URL ?? '').replace(/\/$/, '');
+const tallyUrl = new URL(process.env.TALLY_URL ?? 'http://invalid');
 const writeKey = process.env.TALLY_WRITE_KEY;
 const run = process.env.RUN_ID ?? 'run';
 const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
-if (!tallyUrl || !writeKey) {
+if (!process.env.TALLY_URL || !writeKey) {
   console.error('TALLY_URL and TALLY_WRITE_KEY are required');
   process.exit(2);
 }
@@ -40,40 +46,19 @@ const arrayJs = fs.readFileSync(path.join(posthogDir, 'dist', 'array.js'));
 // The user-agent properties posthog-js derives itself; denied here so Tally derives them.
 const UA_PROPERTIES = ['$browser', '$browser_version', '$os', '$os_version', '$device_type'];
 
-const page = `<!doctype html>
-<html><head><meta charset="utf-8"><title>Tally e2e ${run}</title>
-<script src="/static/array.js"></script>
-<script>
-  posthog.init(${JSON.stringify(writeKey)}, {
-    api_host: ${JSON.stringify(tallyUrl)},
-    autocapture: false,
-    capture_pageview: true,
-    capture_pageleave: false,
-    disable_session_recording: true,
-    disable_surveys: true,
-    // Under automation navigator.webdriver is true, which posthog-js's bot filter
-    // drops events for; its docs name this switch for end-to-end tests.
-    opt_out_useragent_filter: true,
-    property_denylist: ${JSON.stringify(UA_PROPERTIES)},
-    loaded: () => { window.__tallyLoaded = true; },
-  });
-</script>
-</head><body><h1>Pricing</h1><button id="cta">Start trial</button></body></html>`;
+async function listen(server) {
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${server.address().port}`;
+}
 
-const site = http.createServer((req, res) => {
-  if (req.url === '/' || req.url.startsWith('/pricing')) {
-    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-    res.end(page);
-  } else if (req.url === '/static/array.js') {
-    res.writeHead(200, { 'content-type': 'application/javascript' });
-    res.end(arrayJs);
-  } else {
-    res.writeHead(404);
-    res.end();
-  }
-});
-await new Promise((resolve) => site.listen(0, '127.0.0.1', resolve));
-const siteUrl = `http://127.0.0.1:${site.address().port}`;
+function readBody(stream) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    stream.on('data', (c) => chunks.push(c));
+    stream.on('end', () => resolve(Buffer.concat(chunks)));
+    stream.on('error', reject);
+  });
+}
 
 /**
  * Decodes a posthog-js request body into its events, whichever encoding it chose, and
@@ -91,7 +76,7 @@ function decodeEvents(url, body) {
     const raw = body.toString('utf8');
     const data = raw.startsWith('data=') ? decodeURIComponent(raw.slice(5).replace(/\+/g, ' ')) : raw;
     text = Buffer.from(data, 'base64').toString('utf8');
-    encoding = 'base64';
+    encoding = 'base64 form';
   } else {
     text = body.toString('utf8');
     encoding = 'json';
@@ -100,7 +85,106 @@ function decodeEvents(url, body) {
   return { encoding, events: Array.isArray(parsed) ? parsed : parsed.batch ?? [parsed] };
 }
 
+// --- The tap in front of Tally -----------------------------------------------------
 const requests = [];
+const tap = http.createServer(async (req, res) => {
+  const body = await readBody(req);
+  const headers = { ...req.headers, host: tallyUrl.host };
+  const upstream = http.request(
+    { host: tallyUrl.hostname, port: tallyUrl.port, method: req.method, path: req.url, headers },
+    async (answer) => {
+      const reply = await readBody(answer);
+      res.writeHead(answer.statusCode, answer.headers);
+      res.end(reply);
+      const url = new URL(req.url, tallyUrl);
+      const entry = {
+        method: req.method,
+        path: url.pathname,
+        query: url.search,
+        content_type: req.headers['content-type'] ?? null,
+        content_encoding: req.headers['content-encoding'] ?? null,
+        origin: req.headers.origin ?? null,
+        preflight_for: req.headers['access-control-request-method'] ?? null,
+        status: answer.statusCode,
+        cors_allow_origin: answer.headers['access-control-allow-origin'] ?? null,
+        events: [],
+      };
+      if (req.method === 'POST' && answer.statusCode === 200 && body.length > 0) {
+        try {
+          const decoded = decodeEvents(url, body);
+          entry.body_encoding = decoded.encoding;
+          entry.events = decoded.events.map((e) => ({
+            event: e.event,
+            uuid: e.uuid ?? null,
+            // Which of the denied user-agent properties the SDK still sent: none, or
+            // the server's parse is not what the test reads.
+            ua_properties_sent: UA_PROPERTIES.filter((k) => e.properties && k in e.properties),
+          }));
+        } catch (err) {
+          entry.decode_error = String(err);
+        }
+      }
+      requests.push(entry);
+    },
+  );
+  upstream.on('error', (err) => {
+    requests.push({ method: req.method, path: req.url, failure: String(err), events: [] });
+    res.writeHead(502);
+    res.end();
+  });
+  upstream.end(body);
+});
+const apiHost = await listen(tap);
+
+// --- The site ----------------------------------------------------------------------
+const page = `<!doctype html>
+<html><head><meta charset="utf-8"><title>Tally e2e ${run}</title>
+<script src="/static/array.js"></script>
+<script>
+  posthog.init(${JSON.stringify(writeKey)}, {
+    api_host: ${JSON.stringify(apiHost)},
+    autocapture: false,
+    capture_pageview: true,
+    capture_pageleave: false,
+    disable_session_recording: true,
+    disable_surveys: true,
+    // Under automation navigator.webdriver is true, which posthog-js's bot filter
+    // drops events for; its docs name this switch for end-to-end tests.
+    opt_out_useragent_filter: true,
+    property_denylist: ${JSON.stringify(UA_PROPERTIES)},
+    loaded: () => { window.__tallyLoaded = true; },
+  });
+</script>
+</head><body><h1>Pricing</h1><button id="cta">Start trial</button></body></html>`;
+
+const site = http.createServer((req, res) => {
+  if (req.url === '/thanks') {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end('<!doctype html><title>Thanks</title><p>Thanks</p>');
+  } else if (req.url === '/' || req.url.startsWith('/pricing')) {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(page);
+  } else if (req.url === '/static/array.js') {
+    res.writeHead(200, { 'content-type': 'application/javascript' });
+    res.end(arrayJs);
+  } else {
+    res.writeHead(404);
+    res.end();
+  }
+});
+const siteUrl = await listen(site);
+
+// --- The visit ---------------------------------------------------------------------
+const delivered = () => new Set(requests.filter((r) => r.status === 200).flatMap((r) => r.events.map((e) => e.event)));
+const deadline = Date.now() + 30000;
+/** Waits until Tally has acknowledged every event named, or the deadline passes. */
+async function awaitDelivery(tab, names) {
+  while (!names.every((name) => delivered().has(name)) && Date.now() < deadline) {
+    await tab.waitForTimeout(100);
+  }
+  return names.filter((name) => !delivered().has(name));
+}
+
 const pageErrors = [];
 const browser = await chromium.launch({
   executablePath,
@@ -117,53 +201,15 @@ const browser = await chromium.launch({
 });
 let exitCode = 0;
 try {
-  // Headless Chromium says "HeadlessChrome" in its User-Agent, which posthog-js treats
-  // as a bot and drops every event for. The visitor this test stands for runs Chrome:
-  // the same User-Agent with that one word changed, in the header and in navigator.
+  // Headless Chromium says "HeadlessChrome" in its User-Agent. The visitor this test
+  // stands for runs Chrome: the same User-Agent with that one word changed, in the
+  // header and in navigator.
   const probe = await browser.newPage();
   const headlessUserAgent = await probe.evaluate(() => navigator.userAgent);
   await probe.close();
   const context = await browser.newContext({ userAgent: headlessUserAgent.replace('HeadlessChrome/', 'Chrome/') });
   const tab = await context.newPage();
   tab.on('pageerror', (err) => pageErrors.push(String(err)));
-  tab.on('requestfinished', async (request) => {
-    if (!request.url().startsWith(tallyUrl)) return;
-    const url = new URL(request.url());
-    const response = await request.response();
-    const entry = {
-      method: request.method(),
-      path: url.pathname,
-      query: url.search,
-      compression: url.searchParams.get('compression'),
-      content_encoding: request.headers()['content-encoding'] ?? null,
-      content_type: request.headers()['content-type'] ?? null,
-      status: response ? response.status() : null,
-      cors_allow_origin: response ? (await response.allHeaders())['access-control-allow-origin'] ?? null : null,
-      events: [],
-    };
-    const body = request.postDataBuffer();
-    if (body && entry.status === 200) {
-      try {
-        const decoded = decodeEvents(url, body);
-        entry.body_encoding = decoded.encoding;
-        entry.events = decoded.events.map((e) => ({
-          event: e.event,
-          uuid: e.uuid ?? null,
-          // Which of the denied user-agent properties the SDK still sent: none, or
-          // the server's parse is not what the test reads.
-          ua_properties_sent: UA_PROPERTIES.filter((k) => e.properties && k in e.properties),
-        }));
-      } catch (err) {
-        entry.decode_error = String(err);
-      }
-    }
-    requests.push(entry);
-  });
-  tab.on('requestfailed', (request) => {
-    if (request.url().startsWith(tallyUrl)) {
-      requests.push({ method: request.method(), path: new URL(request.url()).pathname, failure: request.failure()?.errorText ?? 'failed', events: [] });
-    }
-  });
 
   await tab.goto(`${siteUrl}/pricing?utm_source=e2e`);
   await tab.waitForFunction(() => window.__tallyLoaded === true, null, { timeout: 15000 });
@@ -178,16 +224,15 @@ try {
   );
   const identifiedDistinctId = await tab.evaluate(() => window.posthog.get_distinct_id());
   const userAgent = await tab.evaluate(() => navigator.userAgent);
+  // posthog-js batches events and sends them on a timer.
+  const missing = await awaitDelivery(tab, ['$pageview', 'clicked_cta', '$identify', 'purchase_completed']);
 
-  // posthog-js batches events and sends them on a timer; wait until every expected
-  // event has been acknowledged by Tally.
-  const expected = ['$pageview', 'clicked_cta', '$identify', 'purchase_completed'];
-  const delivered = () => new Set(requests.filter((r) => r.status === 200).flatMap((r) => r.events.map((e) => e.event)));
-  const deadline = Date.now() + 30000;
-  while (!expected.every((name) => delivered().has(name)) && Date.now() < deadline) {
-    await tab.waitForTimeout(100);
-  }
-  const missing = expected.filter((name) => !delivered().has(name));
+  // Leaving the page: posthog-js flushes what it still queues with navigator.sendBeacon
+  // on pagehide.
+  await tab.evaluate(() => window.posthog.capture('left_pricing', { reason: 'navigated' }));
+  await tab.goto(`${siteUrl}/thanks`);
+  missing.push(...(await awaitDelivery(tab, ['left_pricing'])));
+
   if (missing.length > 0) {
     console.error(`events not delivered within 30 s: ${missing.join(', ')}`);
     exitCode = 1;
@@ -207,5 +252,6 @@ try {
 } finally {
   await browser.close();
   site.close();
+  tap.close();
 }
 process.exit(exitCode);

@@ -1,8 +1,9 @@
 //! The browser SDK: `posthog-js` (its `dist/array.js`, the build a `<script>` tag
 //! loads) on a page served from a second localhost origin, in headless Debian
 //! Chromium driven by `playwright-core`, by `tests/e2e/browser/drive_posthog_js.mjs`.
-//! Every capture is a real cross-origin request (CORS, preflights for JSON bodies),
-//! encoded however posthog-js chooses; the user-agent properties are left to Tally.
+//! Every request is a real cross-origin one (CORS, a preflight for JSON bodies),
+//! encoded however posthog-js chooses (gzip, JSON, and base64 for the sendBeacon on
+//! page unload); the user-agent properties are left to Tally to parse.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -67,33 +68,43 @@ fn posthog_js_in_chromium_delivers_enriched_events_and_merges_the_visitor() {
     assert_eq!(summary["identified_distinct_id"], json!("web-user-b1"));
     assert_eq!(summary["page_errors"], json!([]), "the page threw");
 
-    // The wire: what posthog-js chose, logged for the reader of the test output.
+    // The wire, as the driver's tap between the browser and Tally saw it; logged for
+    // the reader of the test output (which encodings posthog-js chose).
     let requests = summary["requests"].as_array().expect("requests");
     let mut wire_uuids: Vec<&str> = Vec::new();
     for r in requests {
         eprintln!(
-            "posthog-js {sdk_version} in Chromium {browser_version}: {} {}{} content-type={} \
-             body={} -> {} events={}",
+            "posthog-js {sdk_version} in Chromium {browser_version}: {} {}{} \
+             content-type={} body={} -> {} cors={} events={}",
             r["method"].as_str().unwrap_or("?"),
             r["path"].as_str().unwrap_or("?"),
             r["query"].as_str().unwrap_or(""),
             r["content_type"],
             r["body_encoding"],
-            r.get("status")
-                .cloned()
-                .unwrap_or_else(|| r["failure"].clone()),
+            r["status"],
+            r["cors_allow_origin"],
             r["events"]
         );
+        assert!(
+            r.get("failure").is_none(),
+            "the tap could not reach Tally: {r}"
+        );
         let events = r["events"].as_array().expect("events");
+        if r["method"] == json!("OPTIONS") {
+            // The preflight of a JSON capture: answered, and the page's origin allowed.
+            assert_eq!(r["status"], json!(204), "preflight {r}");
+            assert_eq!(r["origin"], json!(site), "{r}");
+            assert_eq!(r["cors_allow_origin"], json!(site), "CORS on {r}");
+            continue;
+        }
         if events.is_empty() {
             // Remote config and /flags, which Tally does not serve (404): posthog-js
-            // carries on without them. They must still pass CORS to be read at all.
-            if r.get("status").is_some() {
-                assert_eq!(r["cors_allow_origin"], json!(site), "CORS on {r}");
-            }
+            // carries on without them.
+            assert!(r["path"] != json!("/e/"), "a capture with no events: {r}");
             continue;
         }
         assert_eq!(r["status"], json!(200), "capture refused: {r}");
+        assert_eq!(r["origin"], json!(site), "captures are cross-origin: {r}");
         assert_eq!(r["cors_allow_origin"], json!(site), "CORS on {r}");
         assert!(r.get("decode_error").is_none(), "{r}");
         for e in events {
@@ -172,6 +183,12 @@ fn posthog_js_in_chromium_delivers_enriched_events_and_merges_the_visitor() {
     assert_eq!(purchase.len(), 1);
     assert_eq!(purchase[0]["distinct_id"], json!("web-user-b1"));
     assert_eq!(purchase[0]["properties"]["amount"], json!(99.9));
+
+    // Sent while the page unloaded (posthog-js flushes its queue with sendBeacon).
+    let left = named("left_pricing");
+    assert_eq!(left.len(), 1, "the unload flush did not land");
+    assert_eq!(left[0]["distinct_id"], json!("web-user-b1"));
+    assert_eq!(left[0]["properties"]["reason"], json!("navigated"));
 
     // The anonymous visitor and the identified user are one person.
     let person = export_person(dir.path(), "web", anon);
