@@ -53,7 +53,13 @@ impl EngineRunner {
 #[async_trait::async_trait]
 impl QueryRunner for EngineRunner {
     fn kinds(&self) -> Vec<QueryKind> {
-        vec![QueryKind::Trends, QueryKind::Funnel]
+        vec![
+            QueryKind::Trends,
+            QueryKind::Funnel,
+            QueryKind::Events,
+            QueryKind::Persons,
+            QueryKind::Schema,
+        ]
     }
 
     async fn run(
@@ -88,6 +94,14 @@ async fn run_on_engine(
         )),
         Query::Funnel(q) => Ok(QueryResult::Funnel(
             engine.funnel(q, now, tenant_time_zone).await?,
+        )),
+        Query::Events(q) => Ok(QueryResult::Events(
+            engine.events(q, now, tenant_time_zone).await?,
+        )),
+        // The persons list has no time dimension.
+        Query::Persons(q) => Ok(QueryResult::Persons(engine.persons(q).await?)),
+        Query::Schema(q) => Ok(QueryResult::Schema(
+            engine.schema(q, now, tenant_time_zone).await?,
         )),
         // Not in `kinds()`, so the schema has no field that gets here.
         other => Err(RunError::Failed {

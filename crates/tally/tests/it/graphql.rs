@@ -374,3 +374,83 @@ fn tally_query_prints_json_and_tables() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown kind"));
 }
+
+#[test]
+fn graphql_lists_events_persons_and_event_names() {
+    let w = world();
+    let key = w.acme.1.as_str();
+
+    // Newest first, paged by cursor, only the tenant's own events.
+    let body = w.run(
+        key,
+        "events",
+        "EventsQuery",
+        json!({"event": "$pageview", "limit": 3}),
+    );
+    assert!(body.get("errors").is_none(), "{body}");
+    let page = &body["data"]["events"];
+    let who: Vec<&str> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["distinct_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(who, ["u3", "u2", "u1"], "{body}");
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_string();
+    let body = w.run(
+        key,
+        "events",
+        "EventsQuery",
+        json!({"event": "$pageview", "limit": 3, "cursor": cursor}),
+    );
+    let rest = body["data"]["events"]["events"].as_array().unwrap();
+    assert_eq!(rest.len(), 1, "{body}");
+    assert_eq!(
+        rest[0]["timestamp"],
+        json!(1_709_283_600_000_000i64),
+        "{body}"
+    );
+
+    let body = w.run(
+        key,
+        "schema",
+        "SchemaQuery",
+        json!({"request": {"type": "event_names"}}),
+    );
+    assert!(body.get("errors").is_none(), "{body}");
+    let names: Vec<(String, u64)> = body["data"]["schema"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("$pageview".to_string(), 4),
+            ("purchased".to_string(), 2),
+            ("signed_up".to_string(), 2)
+        ],
+        "{body}"
+    );
+
+    let body = w.run(key, "persons", "PersonsQuery", json!({}));
+    assert!(body.get("errors").is_none(), "{body}");
+    assert!(body["data"]["persons"]["persons"].is_array(), "{body}");
+    // Another tenant's key cannot list acme's persons.
+    let body = w.run(
+        &w.globex.1,
+        "persons",
+        "PersonsQuery",
+        json!({"scope": {"tenant": w.acme.0}}),
+    );
+    assert_eq!(code(&body), "FORBIDDEN", "{body}");
+}
