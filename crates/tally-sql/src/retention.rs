@@ -563,4 +563,96 @@ mod tests {
             Err(Error::Unsupported(_))
         ));
     }
+
+    /// Data-driven snapshots: every `tests/snapshots/retention/<name>.json` (a
+    /// `Query` with kind `retention`) compiles, for both dialects, to exactly
+    /// `<name>.<dialect>.sql`. `UPDATE_SNAPSHOTS=1` rewrites them (review the diff).
+    /// A subdirectory, so the crate's general snapshot test does not read these.
+    #[test]
+    fn queries_compile_to_the_recorded_sql() {
+        use std::path::Path;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/retention");
+        let update = std::env::var_os("UPDATE_SNAPSHOTS").is_some();
+        let mut catalog = PropertyCatalog::new();
+        catalog.insert(
+            "plan",
+            crate::KeyColumns {
+                string: true,
+                ..Default::default()
+            },
+        );
+        catalog.insert(
+            "we\"ird'\\key\0:x",
+            crate::KeyColumns {
+                string: true,
+                boolean: true,
+                other: true,
+                ..Default::default()
+            },
+        );
+        let ctx = CompileContext {
+            now: NOW,
+            tenant_time_zone: Some("Europe/Berlin"),
+            catalog: &catalog,
+        };
+        let mut cases: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        cases.sort();
+        assert!(cases.len() >= 3, "retention snapshot cases missing");
+        let mut failures = Vec::new();
+        for case in &cases {
+            let text = std::fs::read_to_string(case).unwrap();
+            let tally_query::Query::Retention(q) = serde_json::from_str(&text).unwrap() else {
+                panic!("{}: not a retention query", case.display());
+            };
+            for dialect in [&DataFusionDialect as &dyn Dialect, &ClickHouseDialect] {
+                let actual = match compile_retention(&q, dialect, &ctx) {
+                    Err(e) => format!("-- error: {e}\n"),
+                    Ok(plan) => {
+                        let mut out = String::new();
+                        if let Some(sql) = plan.ranking_sql().unwrap() {
+                            out.push_str(&format!("-- ranking\n{sql};\n"));
+                        }
+                        let sql = plan.cells_sql(None).unwrap();
+                        out.push_str(&format!("-- cells\n{sql};\n"));
+                        if let Some(b) = &q.breakdown {
+                            let n = b.properties.len();
+                            let top = [
+                                BreakdownKey(vec![crate::PropertyValue::String("pro".into()); n]),
+                                BreakdownKey(vec![crate::PropertyValue::Null; n]),
+                            ];
+                            let sql = plan.cells_sql(Some(&top)).unwrap();
+                            out.push_str(&format!("-- cells by breakdown row\n{sql};\n"));
+                        }
+                        // Every statement reads only tenant 7's relations.
+                        for stmt in out.split(";\n").filter(|s| s.contains("SELECT")) {
+                            assert!(
+                                stmt.contains(
+                                    "FROM tenant_7_events AS e LEFT JOIN tenant_7_person_map AS pm"
+                                ),
+                                "{stmt}"
+                            );
+                        }
+                        out
+                    }
+                };
+                let path = case.with_extension(format!("{}.sql", dialect.name()));
+                if update {
+                    std::fs::write(&path, &actual).unwrap();
+                    continue;
+                }
+                let expected = std::fs::read_to_string(&path).unwrap_or_default();
+                if expected != actual {
+                    failures.push(format!(
+                        "{}:\n--- expected\n{expected}\n--- actual\n{actual}",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    }
 }

@@ -1,0 +1,1 @@
+-- error: not supported by the SQL compiler yet: retention in the clickhouse dialect: Tally's retention aggregate is implemented only for DataFusion
