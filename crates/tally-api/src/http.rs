@@ -346,11 +346,12 @@ mod tests {
     #[tokio::test]
     async fn missing_or_unknown_keys_are_unauthenticated_but_introspection_is_open() {
         let f = fixture(ApiConfig::default()).await;
-        for key in [
-            None,
-            Some("tly_sec_nope"),
-            Some(f.operator.replace('a', "b").as_str()),
-        ] {
+        // A well-formed operator key that was never issued: the real one with its last
+        // character changed.
+        let mut forged = f.operator.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        for key in [None, Some("tly_sec_nope"), Some(forged.as_str())] {
             let (status, body) = post(&f.router, key, trends(None)).await;
             assert_eq!(status, StatusCode::OK);
             assert_eq!(code(&body), "UNAUTHENTICATED", "{key:?}: {body}");
