@@ -200,6 +200,23 @@ impl<'a> Scoped<'a> {
         sql
     }
 
+    /// ` LEFT JOIN` the tenant's persons `AS pp` on `pp.person_id = person`: for
+    /// statements that first reduce events to one row per person (schema discovery),
+    /// so person properties are read once per person rather than once per event.
+    pub fn persons_join(&self, person: &str) -> String {
+        let persons = self.dialect.persons_relation(self.tenant);
+        let tenant = persons
+            .tenant_predicate
+            .as_ref()
+            .map(|p| format!(" AND {}", p.replace("{alias}", "pp")))
+            .unwrap_or_default();
+        format!(
+            " LEFT JOIN {} AS pp ON {} = {person}{tenant}",
+            persons.table,
+            self.col("pp", "person_id"),
+        )
+    }
+
     /// The four type-class expressions of a property.
     pub fn property(&self, p: &PropertyRef) -> Result<ValueExprs> {
         let d = self.dialect;

@@ -5,8 +5,9 @@
 //! Event properties are read through the same four type-class expressions as filters
 //! (typed columns for materialised keys, JSON extraction otherwise), so a key's types
 //! and counts are `COUNT` over those expressions. Person properties are counted once
-//! per person seen on the selected events (`SELECT DISTINCT person, ...`), as the
-//! semantics define. Which keys exist is the caller's input (the store's property
+//! per person seen on the selected events, as the semantics define: the events are
+//! first reduced to their distinct persons, which are then joined to the persons
+//! relation, so each person's JSON is read once rather than once per event. Which keys exist is the caller's input (the store's property
 //! catalog lists event keys; the persons source lists person keys): SQL cannot name
 //! columns it does not know.
 //!
@@ -129,40 +130,25 @@ impl SchemaPlan<'_> {
             };
             values.push(s.property(&property)?);
         }
-        let conds = self.conditions(&s, event.as_deref());
         let zero = "CAST(0 AS BIGINT)";
         let mut outer = Vec::new();
-        let sql = if *source == PropertySource::Person {
-            // One row per person seen on the selected events.
-            let mut inner = vec![format!("{} AS row_person", s.person())];
-            for (i, v) in values.iter().enumerate() {
-                for (expr, suffix) in classes(v).into_iter().zip(BREAKDOWN_SUFFIXES) {
-                    let name = format!("k{i}_{suffix}");
-                    match expr {
-                        Some(e) => {
-                            inner.push(format!("{e} AS {name}"));
-                            outer.push(format!("CAST(COUNT({name}) AS BIGINT) AS {name}"));
-                        }
-                        None => outer.push(format!("{zero} AS {name}")),
-                    }
-                }
+        for (i, v) in values.iter().enumerate() {
+            for (expr, suffix) in classes(v).into_iter().zip(BREAKDOWN_SUFFIXES) {
+                let name = format!("k{i}_{suffix}");
+                outer.push(match expr {
+                    Some(e) => format!("CAST(COUNT({e}) AS BIGINT) AS {name}"),
+                    None => format!("{zero} AS {name}"),
+                });
             }
+        }
+        let sql = if *source == PropertySource::Person {
             format!(
-                "SELECT {} FROM (SELECT DISTINCT {} {}) t",
+                "SELECT {} {}",
                 outer.join(", "),
-                inner.join(", "),
-                s.scoped_source(&conds)
+                self.distinct_persons(event.as_deref())
             )
         } else {
-            for (i, v) in values.iter().enumerate() {
-                for (expr, suffix) in classes(v).into_iter().zip(BREAKDOWN_SUFFIXES) {
-                    let name = format!("k{i}_{suffix}");
-                    outer.push(match expr {
-                        Some(e) => format!("CAST(COUNT({e}) AS BIGINT) AS {name}"),
-                        None => format!("{zero} AS {name}"),
-                    });
-                }
-            }
+            let conds = self.conditions(&s, event.as_deref());
             format!("SELECT {} {}", outer.join(", "), s.scoped_source(&conds))
         };
         Ok(Some(format!("{sql}{}", self.dialect.statement_suffix())))
@@ -181,11 +167,7 @@ impl SchemaPlan<'_> {
         };
         let s = self.scoped();
         let v = s.property(property)?;
-        let conds = self.conditions(&s, event.as_deref());
         let mut inner = Vec::new();
-        if property.source == PropertySource::Person {
-            inner.push(format!("{} AS row_person", s.person()));
-        }
         let mut set = Vec::new();
         for ((expr, suffix), ty) in classes(&v)
             .into_iter()
@@ -199,19 +181,33 @@ impl SchemaPlan<'_> {
             let expr = expr.unwrap_or_else(|| self.dialect.typed_null(ty).to_string());
             inner.push(format!("{expr} AS {name}"));
         }
-        let distinct = if property.source == PropertySource::Person {
-            "DISTINCT "
+        let from = if property.source == PropertySource::Person {
+            self.distinct_persons(event.as_deref())
         } else {
-            ""
+            let conds = self.conditions(&s, event.as_deref());
+            s.scoped_source(&conds)
         };
         Ok(format!(
             "SELECT v_s, v_n, v_b, v_o, CAST(COUNT(*) AS BIGINT) AS row_count \
-             FROM (SELECT {distinct}{inner} {from}) t WHERE {set} GROUP BY v_s, v_n, v_b, v_o{suffix}",
+             FROM (SELECT {inner} {from}) t WHERE {set} GROUP BY v_s, v_n, v_b, v_o{suffix}",
             inner = inner.join(", "),
-            from = s.scoped_source(&conds),
             set = join_bool(&set, "OR"),
             suffix = self.dialect.statement_suffix(),
         ))
+    }
+
+    /// `FROM` the persons seen on the selected events, one row each, joined to their
+    /// properties (`pp`): person properties are then read once per person.
+    fn distinct_persons(&self, event: Option<&str>) -> String {
+        // A fresh compiler: the inner statement must not join persons itself.
+        let s = self.scoped();
+        let conds = self.conditions(&s, event);
+        format!(
+            "FROM (SELECT DISTINCT {} AS row_person {}) x{}",
+            s.person(),
+            s.scoped_source(&conds),
+            s.persons_join("x.row_person"),
+        )
     }
 }
 
