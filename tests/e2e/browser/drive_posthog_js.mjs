@@ -176,9 +176,9 @@ const siteUrl = await listen(site);
 
 // --- The visit ---------------------------------------------------------------------
 const delivered = () => new Set(requests.filter((r) => r.status === 200).flatMap((r) => r.events.map((e) => e.event)));
-const deadline = Date.now() + 30000;
-/** Waits until Tally has acknowledged every event named, or the deadline passes. */
+/** Waits until Tally has acknowledged every event named, for at most 30 s. */
 async function awaitDelivery(tab, names) {
+  const deadline = Date.now() + 30000;
   while (!names.every((name) => delivered().has(name)) && Date.now() < deadline) {
     await tab.waitForTimeout(100);
   }
@@ -197,6 +197,8 @@ const browser = await chromium.launch({
     '--disable-background-networking',
     '--disable-component-update',
     '--disable-sync',
+    // Containers often have a small /dev/shm; Chromium then crashes renderers.
+    '--disable-dev-shm-usage',
   ],
 });
 let exitCode = 0;
