@@ -292,20 +292,33 @@ async fn answer(
     })
 }
 
-/// Parses a scoped query object as `kind`'s model type.
+/// Parses a scoped query object as `kind`'s model type; a mistake is reported with
+/// its path in the query (`series[0].math.type`).
 fn parse(kind: QueryKind, object: Value) -> Result<Query> {
+    fn typed<T: serde::de::DeserializeOwned>(
+        object: Value,
+    ) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+        serde_path_to_error::deserialize(object)
+    }
     let parsed = match kind {
-        QueryKind::Trends => serde_json::from_value(object).map(Query::Trends),
-        QueryKind::Funnel => serde_json::from_value(object).map(Query::Funnel),
-        QueryKind::Retention => serde_json::from_value(object).map(Query::Retention),
-        QueryKind::Events => serde_json::from_value(object).map(Query::Events),
-        QueryKind::Persons => serde_json::from_value(object).map(Query::Persons),
-        QueryKind::Schema => serde_json::from_value(object).map(Query::Schema),
+        QueryKind::Trends => typed(object).map(Query::Trends),
+        QueryKind::Funnel => typed(object).map(Query::Funnel),
+        QueryKind::Retention => typed(object).map(Query::Retention),
+        QueryKind::Events => typed(object).map(Query::Events),
+        QueryKind::Persons => typed(object).map(Query::Persons),
+        QueryKind::Schema => typed(object).map(Query::Schema),
     };
     parsed.map_err(|e| {
+        let path = e.path().to_string();
+        let location = if path == "." {
+            String::new()
+        } else {
+            format!(" at `{path}`")
+        };
         Error::BadRequest(format!(
-            "invalid {}: {e} (see {JSON_SCHEMA_PATH}#/$defs/{})",
+            "invalid {}{location}: {} (see {JSON_SCHEMA_PATH}#/$defs/{})",
             kind.query_type(),
+            e.inner(),
             kind.query_type()
         ))
     })

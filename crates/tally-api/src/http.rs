@@ -395,6 +395,15 @@ mod tests {
             assert_eq!(code(&body), "BAD_REQUEST", "{q}: {body}");
             assert!(!body["errors"][0]["message"].as_str().unwrap().is_empty());
         }
+        let misspelt = json!({"query": "query($q: TrendsQuery!) { trends(query: $q) }", "variables": {"q": {
+            "date_range": {"type": "last", "count": 7, "unit": "day"},
+            "series": [{"event": "a", "math": {"type": "uniq_persons"}}]}}});
+        let (_, body) = post(&f.router, key, misspelt).await;
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("at `series[0].math.type`") && message.contains("uniq_persons"),
+            "{body}"
+        );
         let missing = json!({"query": "query($q: TrendsQuery!) { trends(query: $q) }", "variables": {"q": {"series": [{"event": "a"}]}}});
         let (_, body) = post(&f.router, key, missing).await;
         assert!(

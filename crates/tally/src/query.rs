@@ -144,6 +144,7 @@ fn render_table(kind: QueryKind, result: &Value) -> String {
     match kind {
         QueryKind::Trends => trends_table(result),
         QueryKind::Funnel => funnel_table(result),
+        QueryKind::Retention => retention_table(result),
         _ => records_table(result),
     }
 }
@@ -248,6 +249,50 @@ fn funnel_table(result: &Value) -> String {
         }
         _ => records_table(result),
     }
+}
+
+/// One row per cohort (per breakdown row), one column per period after it.
+fn retention_table(result: &Value) -> String {
+    let mut cohorts: Vec<(String, &Value)> = result["total"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| ("(all)".to_string(), c))
+        .collect();
+    for row in result["breakdowns"].as_array().into_iter().flatten() {
+        let label = breakdown_label(&row["breakdown"]);
+        cohorts.extend(
+            row["cohorts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| (label.clone(), c)),
+        );
+    }
+    let periods = cohorts
+        .iter()
+        .map(|(_, c)| c["values"].as_array().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0);
+    let mut header = vec![
+        "breakdown".to_string(),
+        "cohort".to_string(),
+        "size".to_string(),
+    ];
+    header.extend((0..periods).map(|n| format!("period {n}")));
+    let rows = cohorts
+        .iter()
+        .map(|(label, cohort)| {
+            let mut row = vec![
+                label.clone(),
+                cell(&cohort["period"]["label"]),
+                cell(&cohort["size"]),
+            ];
+            row.extend((0..periods).map(|n| cell(&cohort["values"][n])));
+            row
+        })
+        .collect();
+    table(header, rows)
 }
 
 fn breakdown_label(breakdown: &Value) -> String {
@@ -420,11 +465,26 @@ mod tests {
     }
 
     #[test]
+    fn retention_table_has_a_row_per_cohort_and_a_column_per_period() {
+        let result = json!({"total": [
+            {"period": {"start": 0, "label": "2024-03-01"}, "size": 2, "values": [2, 1, null]}
+        ], "breakdowns": []});
+        let text = retention_table(&result);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("period 2"), "{text}");
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(cells, ["(all)", "2024-03-01", "2", "2", "1", "-"], "{text}");
+    }
+
+    #[test]
     fn records_table_lists_the_first_array_of_objects() {
         let text =
             records_table(&json!({"next_cursor": "c1", "rows": [{"a": 1, "b": "x"}, {"a": 22}]}));
-        assert!(text.starts_with("next_cursor: c1\n"), "{text}");
-        assert!(text.contains(" a  b"), "{text}");
-        assert!(text.contains("22"), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            ["next_cursor: c1", "a   b", "--  -", " 1  x", "22"],
+            "{text}"
+        );
     }
 }

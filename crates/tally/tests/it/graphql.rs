@@ -442,6 +442,21 @@ fn graphql_lists_events_persons_and_event_names() {
         "{body}"
     );
 
+    // Retention: the 1 March pageview cohort (u1, u2) both signed up on the 2nd.
+    let retention = json!({
+        "date_range": {"type": "absolute", "from": "2024-03-01", "to": "2024-03-03"},
+        "start": {"event": "$pageview"},
+        "return": {"event": "signed_up"},
+        "period": "day",
+        "periods": 2
+    });
+    let body = w.run(key, "retention", "RetentionQuery", retention);
+    assert!(body.get("errors").is_none(), "{body}");
+    let first = &body["data"]["retention"]["total"][0];
+    assert_eq!(first["period"]["label"], "2024-03-01", "{body}");
+    assert_eq!(first["size"], json!(2), "{body}");
+    assert_eq!(first["values"], json!([2, 2, 0]), "{body}");
+
     let body = w.run(key, "persons", "PersonsQuery", json!({}));
     assert!(body.get("errors").is_none(), "{body}");
     assert!(body["data"]["persons"]["persons"].is_array(), "{body}");
