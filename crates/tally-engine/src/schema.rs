@@ -3,19 +3,83 @@
 //! the store, through `tally_sql::compile_schema`'s statements.
 //!
 //! Owns the inputs SQL cannot discover by itself — which keys exist: for event
-//! properties the store's property catalog (every key ever stored, materialised or
-//! not), for person properties the keys of the tenant's persons — and the finishing
+//! properties the store's property catalog names the materialised keys (counted over
+//! their typed columns, a hundred keys per statement) and says whether any key is not
+//! materialised (those are discovered in one pass over the properties JSON with the
+//! `tally_json_key_classes` function defined here); for person properties the keys of
+//! the tenant's persons — and the finishing
 //! that follows `tally_query::reference::schema`: keys never seen with a non-null value
 //! in the selection are dropped, values are merged by canonical form, searched on their
 //! text, ranked by count then key or value, and truncated.
 
-use serde_json::Value;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, ListBuilder, StringArray, StringBuilder};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use serde_json::{Map, Value};
 use tally_query::filter::semantics::compare_breakdown_values;
 use tally_query::schema::{EventNameInfo, PropertyInfo, PropertyType, ValueCount};
 use tally_query::{PropertySource, SchemaQuery, SchemaRequest, SchemaResult, Scope};
 use tally_sql::{CompileContext, DataFusionDialect, PropertyCatalog, SchemaPlan, compile_schema};
 
 use crate::{Engine, Result, breakdown_value, int_column, string_column};
+
+/// `tally_json_key_classes(json) -> List<Utf8>`: `<class><key>` for every top-level
+/// key of a JSON object whose value is not null, class `s`, `n`, `b` or `o` (array or
+/// object) as `Dialect::json_key_classes` specifies. Malformed or non-object JSON has
+/// no keys (the store only holds objects it serialised itself).
+pub fn tally_json_key_classes() -> ScalarUDF {
+    create_udf(
+        "tally_json_key_classes",
+        vec![DataType::Utf8],
+        DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = args
+                .iter()
+                .find_map(|a| match a {
+                    ColumnarValue::Array(a) => Some(a.len()),
+                    ColumnarValue::Scalar(_) => None,
+                })
+                .unwrap_or(1);
+            let input = cast(&args[0].clone().into_array(rows)?, &DataType::Utf8)?;
+            let texts = input
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| {
+                    DataFusionError::Execution("tally_json_key_classes expects text".to_string())
+                })?;
+            let mut out = ListBuilder::new(StringBuilder::new());
+            for text in texts.iter() {
+                let object = text.and_then(|t| serde_json::from_str::<Map<String, Value>>(t).ok());
+                for (key, value) in object.iter().flatten() {
+                    let class = match value {
+                        Value::Null => continue,
+                        Value::String(_) => 's',
+                        Value::Number(_) => 'n',
+                        Value::Bool(_) => 'b',
+                        Value::Array(_) | Value::Object(_) => 'o',
+                    };
+                    out.values().append_value(format!("{class}{key}"));
+                }
+                out.append(true);
+            }
+            let array: ArrayRef = Arc::new(out.finish());
+            if matches!(args[0], ColumnarValue::Scalar(_)) {
+                Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+                    &array, 0,
+                )?))
+            } else {
+                Ok(ColumnarValue::Array(array))
+            }
+        }),
+    )
+}
 
 /// Keys counted per statement: four aggregates each, so a tenant with the full 1,000
 /// materialised keys is read in a few passes of moderate width.
@@ -96,11 +160,16 @@ impl Engine {
                         .store
                         .property_catalog(plan.tenant)
                         .keys
-                        .into_keys()
+                        .into_iter()
+                        .filter(|(_, stats)| stats.materialized)
+                        .map(|(key, _)| key)
                         .collect(),
                 };
                 keys.retain(|k| found(k, search.as_ref()));
                 let mut properties = self.property_counts(&session, &plan, &keys).await?;
+                if *source == PropertySource::Event {
+                    properties.extend(self.json_key_counts(&session, &plan, search).await?);
+                }
                 properties.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
                 properties.truncate(*limit as usize);
                 Ok(SchemaResult::PropertyNames { properties })
@@ -140,6 +209,59 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Types and counts of the event keys without typed columns, from one pass over
+    /// the properties JSON; nothing when the catalog has no such key.
+    async fn json_key_counts(
+        &self,
+        session: &datafusion::prelude::SessionContext,
+        plan: &SchemaPlan<'_>,
+        search: &Option<String>,
+    ) -> Result<Vec<PropertyInfo>> {
+        let wanted: HashSet<String> = self
+            .store
+            .property_catalog(plan.tenant)
+            .keys
+            .into_iter()
+            .filter(|(key, stats)| !stats.materialized && found(key, search.as_ref()))
+            .map(|(key, _)| key)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        session.register_udf(tally_json_key_classes());
+        let mut by_key: BTreeMap<String, (Vec<PropertyType>, u64)> = BTreeMap::new();
+        for batch in self.run(session, &plan.json_key_counts_sql()?).await? {
+            let (entry, count) = (string_column(&batch, 0)?, int_column(&batch, 1)?);
+            for r in 0..batch.num_rows() {
+                let text = entry.value(r);
+                let mut chars = text.chars();
+                let ty = match chars.next() {
+                    Some('s') => PropertyType::String,
+                    Some('n') => PropertyType::Number,
+                    Some('b') => PropertyType::Boolean,
+                    Some('o') => PropertyType::Json,
+                    _ => continue,
+                };
+                let key = chars.as_str();
+                if !wanted.contains(key) {
+                    continue;
+                }
+                let slot = by_key.entry(key.to_string()).or_default();
+                slot.0.push(ty);
+                slot.1 += u64::try_from(count.value(r)).unwrap_or(0);
+            }
+        }
+        Ok(by_key
+            .into_iter()
+            .filter(|(_, (_, count))| *count > 0)
+            .map(|(key, (mut types, count))| {
+                types.sort();
+                types.dedup();
+                PropertyInfo { key, types, count }
+            })
+            .collect())
     }
 
     /// Types and counts of `keys`, dropping keys with no non-null value selected.

@@ -62,6 +62,12 @@ pub trait Dialect {
     /// ... when it is an array or object, as compact JSON text; NULL otherwise.
     fn json_other(&self, json: &str, key: &str) -> String;
 
+    /// One row per top-level key of the JSON object `json` whose value is not null, as
+    /// the text `<class><key>` with class `s` (string), `n` (number), `b` (boolean) or
+    /// `o` (array or object): a set-returning expression for a `SELECT` list, so one
+    /// pass discovers keys that have no typed columns.
+    fn json_key_classes(&self, json: &str) -> String;
+
     /// A string read as a number by Tally's rule (Rust's `f64` parser, finite only);
     /// NULL when it is not one.
     fn to_number(&self, expr: &str) -> String;
@@ -201,6 +207,9 @@ impl Dialect for DataFusionDialect {
     fn json_other(&self, json: &str, key: &str) -> String {
         format!("tally_json_other({json}, {key})")
     }
+    fn json_key_classes(&self, json: &str) -> String {
+        format!("unnest(tally_json_key_classes({json}))")
+    }
     fn to_number(&self, expr: &str) -> String {
         format!("tally_to_number({expr})")
     }
@@ -312,6 +321,15 @@ impl Dialect for ClickHouseDialect {
     fn json_other(&self, json: &str, key: &str) -> String {
         format!(
             "if(JSONType({json}, {key}) IN ('Array', 'Object'), JSONExtractRaw({json}, {key}), NULL)"
+        )
+    }
+    fn json_key_classes(&self, json: &str) -> String {
+        // The raw value's first character decides its class; nulls are dropped.
+        format!(
+            "arrayJoin(arrayFilter(x -> x != '', arrayMap(kv -> if(kv.2 = 'null', '', \
+             concat(multiIf(startsWith(kv.2, '\"'), 's', kv.2 IN ('true', 'false'), 'b', \
+             startsWith(kv.2, '[') OR startsWith(kv.2, '{{'), 'o', 'n'), kv.1)), \
+             JSONExtractKeysAndValuesRaw({json}))))"
         )
     }
     fn to_number(&self, expr: &str) -> String {

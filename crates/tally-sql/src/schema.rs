@@ -154,6 +154,31 @@ impl SchemaPlan<'_> {
         Ok(Some(format!("{sql}{}", self.dialect.statement_suffix())))
     }
 
+    /// For [`SchemaRequest::PropertyNames`] of event properties: `(row_entry,
+    /// row_count BIGINT)`, the events carrying each `<class><key>` (see
+    /// [`Dialect::json_key_classes`]) in their properties JSON, in one pass. For keys
+    /// without typed columns, of which a tenant may have thousands.
+    pub fn json_key_counts_sql(&self) -> Result<String> {
+        let SchemaRequest::PropertyNames { source, event, .. } = &self.query.request else {
+            return Err(wrong_request("property names"));
+        };
+        if *source != PropertySource::Event {
+            return Err(Error::Unsupported(format!(
+                "key discovery from event JSON for {} properties",
+                source.as_str()
+            )));
+        }
+        let s = self.scoped();
+        let conds = self.conditions(&s, event.as_deref());
+        Ok(format!(
+            "SELECT entry AS row_entry, CAST(COUNT(*) AS BIGINT) AS row_count \
+             FROM (SELECT {expand} AS entry {from}) t GROUP BY entry{suffix}",
+            expand = self.dialect.json_key_classes(&s.col("e", "properties")),
+            from = s.scoped_source(&conds),
+            suffix = self.dialect.statement_suffix(),
+        ))
+    }
+
     /// For [`SchemaRequest::PropertyValues`]: `(v_s, v_n, v_b, v_o, row_count BIGINT)`,
     /// one row per distinct non-null value (in its type class column) with the events
     /// (or persons) carrying it. Unordered: canonical merging and ranking are the

@@ -20,7 +20,7 @@ use tally_query::{
 };
 use tally_store::{EmbeddedStore, StoreConfig};
 
-use crate::trends::{consistent_identities, engine_for};
+use crate::trends::{consistent_identities, engine_for, engine_with_store};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -46,6 +46,18 @@ fn date_range(cfg: &GenConfig) -> impl Strategy<Value = Option<DateRange>> {
             unit: RangeUnit::Day
         })),
     ]
+}
+
+/// How many keys the store materialises: none (every key read from the JSON), the
+/// first one seen, or all.
+fn materialized_keys() -> impl Strategy<Value = usize> {
+    prop_oneof![Just(0usize), Just(1), Just(1000)]
+}
+
+fn store_config(dir: &std::path::Path, max_materialized_keys: usize) -> StoreConfig {
+    let mut config = StoreConfig::new(dir);
+    config.max_materialized_keys = max_materialized_keys;
+    config
 }
 
 fn events_query(cfg: &GenConfig) -> impl Strategy<Value = EventsQuery> {
@@ -87,14 +99,19 @@ fn events_pages_match_the_reference() {
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = (testgen::events(&cfg), events_query(&cfg), any::<bool>());
+    let strategy = (
+        testgen::events(&cfg),
+        events_query(&cfg),
+        any::<bool>(),
+        materialized_keys(),
+    );
     runner
-        .run(&strategy, |(events, query, flush)| {
+        .run(&strategy, |(events, query, flush, cap)| {
             prop_assume!(query.filters.iter().all(no_group));
             prop_assume!(consistent_identities(&events));
             let dir = tempfile::tempdir().unwrap();
             rt.block_on(async {
-                let engine = engine_for(&events, flush, dir.path()).await;
+                let engine = engine_with_store(&events, flush, store_config(dir.path(), cap)).await;
                 let mut q = query.clone();
                 // Follow the cursor to the end, page by page.
                 for page in 0.. {
@@ -182,9 +199,10 @@ fn schema_matches_the_reference() {
         date_range(&cfg),
         schema_request(),
         any::<bool>(),
+        materialized_keys(),
     );
     runner
-        .run(&strategy, |(events, date_range, request, flush)| {
+        .run(&strategy, |(events, date_range, request, flush, cap)| {
             prop_assume!(consistent_identities(&events));
             let query = SchemaQuery {
                 scope: Scope::Tenant(TenantId(1)),
@@ -196,7 +214,7 @@ fn schema_matches_the_reference() {
             let expected = reference::schema::schema(&query, &events, &ctx).unwrap();
             let dir = tempfile::tempdir().unwrap();
             let actual = rt.block_on(async {
-                let engine = engine_for(&events, flush, dir.path()).await;
+                let engine = engine_with_store(&events, flush, store_config(dir.path(), cap)).await;
                 engine.schema(&query, ctx.now, Some(&cfg.time_zone)).await
             });
             let actual = actual.map_err(|e| TestCaseError::fail(format!("engine error: {e}")))?;
@@ -585,5 +603,86 @@ fn operator_scopes_are_refused_as_bad_requests() {
         };
         let err = engine.events(&bad_cursor, 0, None).await.unwrap_err();
         assert_eq!(err.class(), ErrorClass::BadRequest, "{err}");
+    });
+}
+
+/// Every JSON type under keys with and without typed columns, against the reference:
+/// key discovery from the JSON (keys past the materialisation cap) must agree with
+/// the typed columns.
+#[test]
+fn schema_agrees_whether_or_not_keys_are_materialised() {
+    let rt = runtime();
+    let values = [
+        json!("pro"),
+        json!(2.5),
+        json!(true),
+        json!([1, "x"]),
+        json!({"a": null}),
+        serde_json::Value::Null,
+        json!("[1,\"x\"]"),
+    ];
+    let keys = ["plan", "it's", "k:str:x", "unmaterialised"];
+    let mut events = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        for (k, key) in keys.iter().enumerate().skip(i % 2) {
+            let mut properties = Properties::new();
+            properties.insert(key.to_string(), value.clone());
+            events.push(RefEvent {
+                tenant: TenantId(1 + (k % 2 == 1 && i == 0) as u32),
+                uuid: uuid::Uuid::from_u128((i * 10 + k) as u128 + 1),
+                event: if k == 0 { "a" } else { "b" }.into(),
+                distinct_id: format!("d{i}"),
+                person_id: format!("d{i}"),
+                timestamp: 1_700_000_000_000_000 + i as i64,
+                properties,
+                person_properties: Properties::new(),
+                groups: Default::default(),
+            });
+        }
+    }
+    let ctx = RefContext::at(1_800_000_000_000_000);
+    let mut requests = vec![
+        SchemaRequest::PropertyNames {
+            source: PropertySource::Event,
+            group_type: None,
+            event: None,
+            search: None,
+            limit: 10,
+        },
+        SchemaRequest::PropertyNames {
+            source: PropertySource::Event,
+            group_type: None,
+            event: Some("b".into()),
+            search: Some("S".into()),
+            limit: 2,
+        },
+    ];
+    for key in keys {
+        requests.push(SchemaRequest::PropertyValues {
+            property: PropertyRef::event(key),
+            event: None,
+            search: None,
+            limit: 10,
+        });
+    }
+    rt.block_on(async {
+        for cap in [0, 1, 2, 1000] {
+            for flush in [false, true] {
+                let dir = tempfile::tempdir().unwrap();
+                let engine = engine_with_store(&events, flush, store_config(dir.path(), cap)).await;
+                for request in &requests {
+                    let q = SchemaQuery {
+                        scope: Scope::Tenant(TenantId(1)),
+                        date_range: None,
+                        time_zone: None,
+                        week_start: WeekStart::Monday,
+                        request: request.clone(),
+                    };
+                    let expected = reference::schema::schema(&q, &events, &ctx).unwrap();
+                    let actual = engine.schema(&q, ctx.now, None).await.unwrap();
+                    assert_eq!(actual, expected, "cap {cap}, flush {flush}, {request:?}");
+                }
+            }
+        }
     });
 }

@@ -51,7 +51,16 @@ fn uses_unsupported_source(q: &TrendsQuery) -> bool {
 }
 
 pub(crate) async fn engine_for(events: &[RefEvent], flush: bool, dir: &std::path::Path) -> Engine {
-    let store = EmbeddedStore::open(StoreConfig::new(dir)).await.unwrap();
+    engine_with_store(events, flush, StoreConfig::new(dir)).await
+}
+
+/// [`engine_for`] with a chosen store configuration (e.g. fewer materialised keys).
+pub(crate) async fn engine_with_store(
+    events: &[RefEvent],
+    flush: bool,
+    config: StoreConfig,
+) -> Engine {
+    let store = EmbeddedStore::open(config).await.unwrap();
     let mut by_tenant: BTreeMap<TenantId, Vec<Event>> = BTreeMap::new();
     let mut identities: BTreeMap<TenantId, BTreeMap<String, String>> = BTreeMap::new();
     let mut persons: BTreeMap<TenantId, BTreeMap<String, PersonRecord>> = BTreeMap::new();

@@ -161,9 +161,16 @@ fn render(query: &Query, dialect: &dyn Dialect) -> String {
             Ok(plan) => {
                 let sql = match &q.request {
                     tally_query::SchemaRequest::EventNames { .. } => plan.event_names_sql(),
-                    tally_query::SchemaRequest::PropertyNames { .. } => plan
+                    tally_query::SchemaRequest::PropertyNames { source, .. } => plan
                         .property_counts_sql(&["plan".into(), "amount".into(), "free'text".into()])
-                        .map(|s| s.unwrap_or_default()),
+                        .map(|s| s.unwrap_or_default())
+                        .and_then(|counts| {
+                            if *source != tally_query::PropertySource::Event {
+                                return Ok(counts);
+                            }
+                            let keys = plan.json_key_counts_sql()?;
+                            Ok(format!("{counts};\n-- keys from JSON\n{keys}"))
+                        }),
                     tally_query::SchemaRequest::PropertyValues { .. } => plan.property_values_sql(),
                 };
                 out.push_str(&format!("-- schema\n{};\n", sql.unwrap()));
