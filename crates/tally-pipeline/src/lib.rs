@@ -85,6 +85,9 @@ struct Inner {
     config: PipelineConfig,
     /// Durable batches with their serialised properties (see [`record`]).
     sequencer: Mutex<Sequencer<(EventBatch, Vec<String>)>>,
+    /// Held by the one task applying the sequencer's ready run. Separate from the
+    /// sequencer's lock so that tasks parking their batches never wait for an apply.
+    applying: Mutex<()>,
     identity_queue: Mutex<IdentityQueue>,
     identity_wakeup: Notify,
     shutdown: watch::Sender<bool>,
@@ -165,6 +168,7 @@ impl LocalPipeline {
             store,
             persons,
             sequencer: Mutex::new(Sequencer::new(last_lsn + 1)),
+            applying: Mutex::new(()),
             identity_queue: Mutex::new(IdentityQueue {
                 through_lsn: last_lsn,
                 ..IdentityQueue::default()
@@ -259,28 +263,60 @@ impl EventSink for LocalPipeline {
 }
 
 impl Inner {
-    /// Applies every batch whose turn has come, in LSN order. Whichever task fills a gap
-    /// applies the run that follows it; the others just wait for their notification.
+    /// Applies every batch whose turn has come, in LSN order. One task at a time
+    /// applies, taking batches off the sequencer one by one; the sequencer's own lock is
+    /// held only to pop, so tasks parking their batches are never stuck behind a store
+    /// apply (with the lock held across applies, a runtime worker parking a batch
+    /// blocked while the other applied, and ingest used well under the two cores).
+    /// The others just wait for their notification.
     fn drain_sequencer(&self) {
-        let mut sequencer = self.sequencer.lock();
-        while let Some((lsn, (batch, properties_json), done)) = sequencer.pop_next() {
-            // Taken before the batch moves into the store (which then needs no copy).
-            let effects = identity_effects(&batch);
-            let result = self
-                .store
-                .apply_encoded(lsn, batch, properties_json).map(|_| ()).map_err(|e| {
+        loop {
+            let Some(applying) = self.applying.try_lock() else {
+                // The applying task will find our batch: it pops until nothing is
+                // ready, and checks again after letting go (below).
+                return;
+            };
+            loop {
+                let next = self.sequencer.lock().pop_next();
+                let Some((lsn, (batch, properties_json), done)) = next else {
+                    break;
+                };
+                self.apply_one(lsn, batch, properties_json, done);
+            }
+            drop(applying);
+            // A batch parked after our last pop but before we let go found the apply
+            // lock taken and left: pick it up.
+            if !self.sequencer.lock().has_next() {
+                return;
+            }
+        }
+    }
+
+    fn apply_one(
+        &self,
+        lsn: u64,
+        batch: EventBatch,
+        properties_json: Vec<String>,
+        done: tokio::sync::oneshot::Sender<Result<(), SinkError>>,
+    ) {
+        // Taken before the batch moves into the store (which then needs no copy).
+        let effects = identity_effects(&batch);
+        let result = self
+            .store
+            .apply_encoded(lsn, batch, properties_json)
+            .map(|_| ())
+            .map_err(|e| {
                 tracing::error!(lsn, error = %e, "Applying a durable batch to the store failed.");
                 SinkError::Internal(e.to_string())
             });
-            {
-                let mut queue = self.identity_queue.lock();
-                if let Some(effects) = effects {
-                    queue.batches.push(effects);
-                }
-                queue.through_lsn = lsn;
+        {
+            let mut queue = self.identity_queue.lock();
+            if let Some(effects) = effects {
+                queue.batches.push(effects);
             }
-            let _ = done.send(result);
+            queue.through_lsn = lsn;
         }
+        let _ = done.send(result);
     }
 
     async fn flush_loop(&self) {

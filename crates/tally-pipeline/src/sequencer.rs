@@ -43,6 +43,11 @@ impl<T> Sequencer<T> {
         rx
     }
 
+    /// Whether the next batch in LSN order has arrived.
+    pub fn has_next(&self) -> bool {
+        self.parked.contains_key(&self.next)
+    }
+
     /// The next batch in LSN order, if it has arrived.
     pub fn pop_next(&mut self) -> Option<(u64, T, Done)> {
         let (batch, done) = self.parked.remove(&self.next)?;
@@ -70,7 +75,9 @@ mod tests {
         let _r3 = s.enqueue(3, batch(3));
         let _r2 = s.enqueue(2, batch(2));
         assert!(s.pop_next().is_none(), "1 has not arrived");
+        assert!(!s.has_next());
         let _r1 = s.enqueue(1, batch(1));
+        assert!(s.has_next());
         let order: Vec<u64> = std::iter::from_fn(|| s.pop_next().map(|(lsn, _, _)| lsn)).collect();
         assert_eq!(order, vec![1, 2, 3]);
         let _r5 = s.enqueue(5, batch(5));
