@@ -35,6 +35,15 @@ pub trait IdentitySource: Send + Sync {
         tenant: TenantId,
     ) -> std::result::Result<(u64, Vec<(String, String)>), String>;
 
+    /// The current version of the tenant's identity map, if the source can tell it
+    /// without reading the map: then the engine reads the map only when it changed.
+    /// `None` (the default) means "unknown": the engine reads the whole map on every
+    /// query and compares the version it comes with.
+    async fn identity_version(&self, tenant: TenantId) -> std::result::Result<Option<u64>, String> {
+        let _ = tenant;
+        Ok(None)
+    }
+
     /// The current version of the tenant's persons: changes whenever a person is
     /// created, merged away or has its properties changed. Cheap: the engine asks on
     /// every query that reads persons.

@@ -806,6 +806,17 @@ impl Engine {
 
     /// The tenant's identity map as a table, rebuilt only when its version changes.
     async fn person_map(&self, tenant: TenantId) -> Result<Arc<MemTable>> {
+        // A source that can tell its version cheaply spares reading the whole map.
+        if let Some(current) = self
+            .identities
+            .identity_version(tenant)
+            .await
+            .map_err(Error::Identities)?
+            && let Some((v, table)) = self.person_maps.lock().get(&tenant)
+            && *v == current
+        {
+            return Ok(table.clone());
+        }
         let (version, pairs) = self
             .identities
             .distinct_id_map(tenant)

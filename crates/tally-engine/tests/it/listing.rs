@@ -405,12 +405,17 @@ struct ChangingPersons {
     version: AtomicU64,
     country: parking_lot::Mutex<&'static str>,
     reads: AtomicU64,
+    map_reads: AtomicU64,
 }
 
 #[async_trait::async_trait]
 impl IdentitySource for ChangingPersons {
     async fn distinct_id_map(&self, _: TenantId) -> Result<(u64, Vec<(String, String)>), String> {
+        self.map_reads.fetch_add(1, Ordering::SeqCst);
         Ok((1, vec![("anon".to_string(), "user".to_string())]))
+    }
+    async fn identity_version(&self, _: TenantId) -> Result<Option<u64>, String> {
+        Ok(Some(1))
     }
     async fn persons_version(&self, _: TenantId) -> Result<u64, String> {
         Ok(self.version.load(Ordering::SeqCst))
@@ -464,6 +469,7 @@ fn person_properties_are_cached_by_version_and_apply_to_past_events() {
             version: AtomicU64::new(1),
             country: parking_lot::Mutex::new("FR"),
             reads: AtomicU64::new(0),
+            map_reads: AtomicU64::new(0),
         });
         let engine = Engine::new(store, source.clone(), EngineConfig::default());
         let query = TrendsQuery {
@@ -518,6 +524,8 @@ fn person_properties_are_cached_by_version_and_apply_to_past_events() {
             Some(0.0)
         );
         assert_eq!(source.reads.load(Ordering::SeqCst), 2);
+        // The identity map's version never moved: read once, by the first query.
+        assert_eq!(source.map_reads.load(Ordering::SeqCst), 1);
 
         let persons = engine
             .persons(&PersonsQuery {

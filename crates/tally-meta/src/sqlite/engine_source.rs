@@ -75,6 +75,13 @@ impl IdentitySource for SqliteMeta {
         ))
     }
 
+    async fn identity_version(&self, tenant: TenantId) -> std::result::Result<Option<u64>, String> {
+        PersonStore::identity_version(self, tenant)
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
     async fn persons_version(&self, tenant: TenantId) -> std::result::Result<u64, String> {
         self.persons_version_of(tenant)
             .await

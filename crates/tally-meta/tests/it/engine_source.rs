@@ -12,6 +12,13 @@ const T: TenantId = TenantId(1);
 
 async fn versions(meta: &SqliteMeta, tenant: TenantId) -> (u64, u64) {
     let (map_version, _) = IdentitySource::distinct_id_map(meta, tenant).await.unwrap();
+    // The cheap version agrees with the one the map comes with.
+    assert_eq!(
+        IdentitySource::identity_version(meta, tenant)
+            .await
+            .unwrap(),
+        Some(map_version)
+    );
     let persons_version = IdentitySource::persons_version(meta, tenant).await.unwrap();
     (map_version, persons_version)
 }
