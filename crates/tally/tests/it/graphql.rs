@@ -469,3 +469,69 @@ fn graphql_lists_events_persons_and_event_names() {
     );
     assert_eq!(code(&body), "FORBIDDEN", "{body}");
 }
+
+#[test]
+fn serve_flags_set_the_query_limits() {
+    // Each limit is a flag with an environment twin.
+    let help = Command::new(tally_bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for (flag, env) in [
+        ("--query-timeout-secs", "TALLY_QUERY_TIMEOUT_SECS"),
+        (
+            "--query-memory-limit-bytes",
+            "TALLY_QUERY_MEMORY_LIMIT_BYTES",
+        ),
+        ("--query-partitions", "TALLY_QUERY_PARTITIONS"),
+        ("--graphql-max-depth", "TALLY_GRAPHQL_MAX_DEPTH"),
+        ("--graphql-max-complexity", "TALLY_GRAPHQL_MAX_COMPLEXITY"),
+        ("--graphql-max-queries", "TALLY_GRAPHQL_MAX_QUERIES"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(env),
+            "{flag} / {env} missing:\n{help}"
+        );
+    }
+
+    // And reaches the API: a depth of 3 refuses what the default accepts.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, secret) = create_tenant(dir.path(), "acme");
+    let server = Server::start(
+        dir.path(),
+        &["--graphql-max-depth", "3", "--graphql-max-queries", "1"],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let post = |query: &str| {
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(format!("{}/graphql", server.url()))
+                .bearer_auth(&secret)
+                .json(&json!({"query": query, "variables": {"q": pageviews(None)}}))
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()
+        })
+    };
+    let body = post("{ __schema { types { fields { name } } } }");
+    assert_eq!(body["errors"][0]["extensions"]["limit"], "depth", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 3"),
+        "{body}"
+    );
+    let body = post("query($q: TrendsQuery!) { a: trends(query: $q) b: trends(query: $q) }");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{body}");
+    assert!(
+        errors[0]["message"].as_str().unwrap().contains("at most 1"),
+        "{body}"
+    );
+}
