@@ -15,6 +15,7 @@
 
 pub mod events;
 pub mod funnel;
+pub mod operator;
 pub mod persons;
 pub mod retention;
 pub mod schema;
@@ -99,6 +100,7 @@ impl Classify for Error {
 
 /// Where the engine reads identity merges and persons from (defined in tally-core so
 /// that the metadata store implements it without depending on DataFusion).
+pub use operator::TenantInfo;
 pub use tally_core::{IdentitySource, PersonRecord};
 
 /// Limits applied to every query.
@@ -190,10 +192,23 @@ impl Engine {
         };
         let session = self.session(tenant).await?;
         let catalog = self.catalog(tenant)?;
+        self.trends_on(&session, &catalog, query, now, tenant_time_zone)
+            .await
+    }
+
+    /// Trends on a prepared session (a tenant's, or an operator query's views).
+    async fn trends_on(
+        &self,
+        session: &SessionContext,
+        catalog: &PropertyCatalog,
+        query: &TrendsQuery,
+        now: i64,
+        tenant_time_zone: Option<&str>,
+    ) -> Result<TrendsResult> {
         let ctx = CompileContext {
             now,
             tenant_time_zone,
-            catalog: &catalog,
+            catalog,
         };
         let plan = compile_trends(query, &DataFusionDialect, &ctx)?;
 
@@ -201,7 +216,7 @@ impl Engine {
         let mut top: Option<Vec<Vec<Value>>> = None;
         let mut with_other = false;
         if let (Some(b), Some(sql)) = (&query.breakdown, plan.ranking_sql()?) {
-            let batches = self.run(&session, &sql).await?;
+            let batches = self.run(session, &sql).await?;
             let mut weights: Vec<(Vec<Value>, i64)> = Vec::new();
             for batch in &batches {
                 let weight = int_column(batch, batch.num_columns() - 1)?;
@@ -221,7 +236,7 @@ impl Engine {
             let keys: Vec<Vec<Value>> = weights.into_iter().map(|(k, _)| k).collect();
             let sql_keys = to_sql_keys(&keys);
             if let Some(sql) = plan.other_count_sql(&sql_keys)? {
-                let batches = self.run(&session, &sql).await?;
+                let batches = self.run(session, &sql).await?;
                 with_other = batches
                     .iter()
                     .any(|b| b.num_rows() > 0 && int_column(b, 0).is_ok_and(|c| c.value(0) > 0));
@@ -232,7 +247,7 @@ impl Engine {
 
         let current = self
             .period(
-                &session,
+                session,
                 &plan,
                 &plan.current,
                 sql_top.as_deref(),
@@ -243,7 +258,7 @@ impl Engine {
         let previous = match &plan.previous {
             Some(p) => Some(
                 self.period(
-                    &session,
+                    session,
                     &plan,
                     p,
                     sql_top.as_deref(),
@@ -400,27 +415,47 @@ impl Engine {
         now: i64,
         tenant_time_zone: Option<&str>,
     ) -> Result<FunnelResult> {
-        let catalog = match query.scope {
-            Scope::Tenant(tenant) => self.catalog(tenant)?,
+        let Scope::Tenant(tenant) = query.scope else {
             // The compiler refuses operator scopes with a clear error.
-            Scope::Operator { .. } => PropertyCatalog::new(),
+            let catalog = PropertyCatalog::new();
+            let ctx = CompileContext {
+                now,
+                tenant_time_zone,
+                catalog: &catalog,
+            };
+            compile_funnel(query, &DataFusionDialect, &ctx)?;
+            return Err(Error::Execution("operator scope".to_string()));
         };
+        let catalog = self.catalog(tenant)?;
+        let session = self.session(tenant).await?;
+        self.funnel_on(&session, &catalog, query, now, tenant_time_zone)
+            .await
+    }
+
+    /// A funnel on a prepared session (a tenant's, or an operator query's views).
+    async fn funnel_on(
+        &self,
+        session: &SessionContext,
+        catalog: &PropertyCatalog,
+        query: &FunnelQuery,
+        now: i64,
+        tenant_time_zone: Option<&str>,
+    ) -> Result<FunnelResult> {
         let ctx = CompileContext {
             now,
             tenant_time_zone,
-            catalog: &catalog,
+            catalog,
         };
         let plan = compile_funnel(query, &DataFusionDialect, &ctx)?;
-        let session = self.session(plan.tenant).await?;
         match &query.view {
-            FunnelView::Steps => self.funnel_steps_view(&session, &plan).await,
+            FunnelView::Steps => self.funnel_steps_view(session, &plan).await,
             FunnelView::TimeToConvert {
                 from_step,
                 to_step,
                 bins,
             } => {
                 let to = to_step.unwrap_or(query.last_required_step());
-                self.time_to_convert(&session, &plan, *from_step, to, *bins)
+                self.time_to_convert(session, &plan, *from_step, to, *bins)
                     .await
             }
             FunnelView::Persons {
@@ -431,7 +466,7 @@ impl Engine {
                 cursor,
             } => {
                 self.funnel_persons(
-                    &session,
+                    session,
                     &plan,
                     *step,
                     *status,
@@ -442,7 +477,7 @@ impl Engine {
                 .await
             }
             FunnelView::ConversionOverTime { interval } => {
-                self.conversion_over_time(&session, &plan, *interval).await
+                self.conversion_over_time(session, &plan, *interval).await
             }
         }
     }
@@ -775,6 +810,26 @@ impl Engine {
     }
 
     async fn session(&self, tenant: TenantId) -> Result<SessionContext> {
+        let ctx = self.new_session()?;
+        let events = self.store.events_table(tenant)?;
+        ctx.register_table(
+            DataFusionDialect::events_table_name(tenant),
+            Arc::new(events),
+        )
+        .map_err(|e| Error::Execution(e.to_string()))?;
+        let map = self.person_map(tenant).await?;
+        ctx.register_table(DataFusionDialect::person_map_table_name(tenant), map)
+            .map_err(|e| Error::Execution(e.to_string()))?;
+        ctx.register_table(
+            DataFusionDialect::persons_table_name(tenant),
+            Arc::new(persons::LazyPersonsTable::new(self.persons.clone(), tenant)),
+        )
+        .map_err(|e| Error::Execution(e.to_string()))?;
+        Ok(ctx)
+    }
+
+    /// A session under the memory limit with the `tally_*` functions and no tables.
+    fn new_session(&self) -> Result<SessionContext> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.config.memory_limit_bytes, 1.0)
             .build_arc()
@@ -786,21 +841,8 @@ impl Engine {
         udf::register(&ctx);
         ctx.register_udaf(funnel::tally_funnel());
         ctx.register_udf(funnel::tally_funnel_step());
-        let events = self.store.events_table(tenant)?;
-        ctx.register_table(
-            DataFusionDialect::events_table_name(tenant),
-            Arc::new(events),
-        )
-        .map_err(|e| Error::Execution(e.to_string()))?;
-        let map = self.person_map(tenant).await?;
-        ctx.register_table(DataFusionDialect::person_map_table_name(tenant), map)
-            .map_err(|e| Error::Execution(e.to_string()))?;
         ctx.register_udf(events::tally_uuid_text());
-        ctx.register_table(
-            DataFusionDialect::persons_table_name(tenant),
-            Arc::new(persons::LazyPersonsTable::new(self.persons.clone(), tenant)),
-        )
-        .map_err(|e| Error::Execution(e.to_string()))?;
+        ctx.register_udaf(retention::tally_retention());
         Ok(ctx)
     }
 

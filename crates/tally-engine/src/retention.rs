@@ -362,19 +362,36 @@ pub(crate) async fn run(
     };
     let plan = compile_retention(query, &DataFusionDialect, &ctx)?;
     let session = engine.session(plan.tenant).await?;
-    session.register_udaf(tally_retention());
+    run_on(engine, &session, &catalog, query, now, tenant_time_zone).await
+}
+
+/// Retention on a prepared session (a tenant's, or an operator query's views).
+pub(crate) async fn run_on(
+    engine: &Engine,
+    session: &SessionContext,
+    catalog: &PropertyCatalog,
+    query: &RetentionQuery,
+    now: i64,
+    tenant_time_zone: Option<&str>,
+) -> Result<RetentionResult> {
+    let ctx = CompileContext {
+        now,
+        tenant_time_zone,
+        catalog,
+    };
+    let plan = compile_retention(query, &DataFusionDialect, &ctx)?;
 
     let periods = query.periods as usize;
     let empty = || vec![vec![0u64; periods + 1]; plan.cohorts.len()];
     // Rows: the ranked breakdown keys, then "other" when more values were counted.
-    let ranked = ranking(engine, &session, &plan).await?;
+    let ranked = ranking(engine, session, &plan).await?;
     let top = ranked.as_ref().map(|(keys, _)| to_sql_keys(keys));
     let sql = plan.cells_sql(top.as_deref())?;
     let mut total = empty();
     let row_count = ranked.as_ref().map_or(0, |(keys, _)| keys.len());
     // Index 0 is "other" (row -1), then the top keys (row 0 ..).
     let mut by_row = vec![empty(); row_count + 1];
-    for batch in engine.run(&session, &sql).await? {
+    for batch in engine.run(session, &sql).await? {
         let (cohort, offset) = (int_column(&batch, 0)?, int_column(&batch, 1)?);
         let (row, persons) = (int_column(&batch, 2)?, int_column(&batch, 3)?);
         for r in 0..batch.num_rows() {

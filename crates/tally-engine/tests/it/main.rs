@@ -3,5 +3,6 @@
 mod funnel;
 mod hostile;
 mod listing;
+mod operator;
 mod retention;
 mod trends;

@@ -47,7 +47,7 @@ fn same_cohorts(e: &[RetentionCohort], r: &[RetentionCohort]) -> bool {
         })
 }
 
-fn assert_same(e: &RetentionResult, r: &RetentionResult) -> Result<(), String> {
+pub(crate) fn assert_same(e: &RetentionResult, r: &RetentionResult) -> Result<(), String> {
     let same = same_cohorts(&e.total, &r.total)
         && e.breakdowns.len() == r.breakdowns.len()
         && e.breakdowns
