@@ -76,6 +76,8 @@ pub struct TenantInfo {
 #[derive(Default)]
 struct Rewriter {
     attributes: BTreeSet<String>,
+    /// Event-property keys the query reads: only their typed columns go into the view.
+    event_keys: BTreeSet<String>,
 }
 
 impl Rewriter {
@@ -91,7 +93,11 @@ impl Rewriter {
                 self.attributes.insert(p.key.clone());
                 format!("{TENANT_ATTRIBUTE_PREFIX}{}", p.key)
             }
-            _ => return,
+            PropertySource::Event => {
+                self.event_keys.insert(p.key.clone());
+                return;
+            }
+            PropertySource::Person | PropertySource::Group => return,
         };
         *p = PropertyRef::event(key);
     }
@@ -125,9 +131,9 @@ impl Rewriter {
 }
 
 /// An operator query made ready to run: the session with the views, their catalog.
-pub(crate) struct Prepared {
-    pub session: SessionContext,
-    pub catalog: PropertyCatalog,
+struct Prepared {
+    session: SessionContext,
+    catalog: PropertyCatalog,
 }
 
 fn df(e: datafusion::error::DataFusionError) -> Error {
@@ -165,7 +171,7 @@ impl Engine {
                 }
             }
             rw.breakdown(&mut q.breakdown);
-            let p = self.operator_session(&ids, tenants, &rw.attributes).await?;
+            let p = self.operator_session(&ids, tenants, &rw).await?;
             self.trends_on(&p.session, &p.catalog, &q, now, None).await
         })
         .await
@@ -198,7 +204,7 @@ impl Engine {
                 rw.filters(&mut x.filters);
             }
             rw.breakdown(&mut q.breakdown);
-            let p = self.operator_session(&ids, tenants, &rw.attributes).await?;
+            let p = self.operator_session(&ids, tenants, &rw).await?;
             self.funnel_on(&p.session, &p.catalog, &q, now, None).await
         })
         .await
@@ -222,7 +228,7 @@ impl Engine {
             rw.filters(&mut q.start.filters);
             rw.filters(&mut q.return_event.filters);
             rw.breakdown(&mut q.breakdown);
-            let p = self.operator_session(&ids, tenants, &rw.attributes).await?;
+            let p = self.operator_session(&ids, tenants, &rw).await?;
             crate::retention::run_on(self, &p.session, &p.catalog, &q, now, None).await
         })
         .await
@@ -247,12 +253,13 @@ impl Engine {
     }
 
     /// A session whose [`OPERATOR_SCOPE`] relations are the selected tenants' data.
-    pub(crate) async fn operator_session(
+    async fn operator_session(
         &self,
         ids: &[TenantId],
         tenants: &[TenantInfo],
-        attributes: &BTreeSet<String>,
+        rewritten: &Rewriter,
     ) -> Result<Prepared> {
+        let attributes = &rewritten.attributes;
         let mut selected: Vec<&TenantInfo> = tenants
             .iter()
             .filter(|t| ids.is_empty() || ids.contains(&t.id))
@@ -274,7 +281,9 @@ impl Engine {
             let mut own: BTreeMap<String, KeyColumns> = BTreeMap::new();
             for field in table.schema().fields() {
                 if let Some((ty, key)) = parse_property_column(field.name()) {
-                    if key.starts_with(RESERVED_PREFIX) {
+                    // Keys the query does not read stay out of the view (the JSON has
+                    // them anyway), so the view is as narrow as the query.
+                    if key.starts_with(RESERVED_PREFIX) || !rewritten.event_keys.contains(key) {
                         continue;
                     }
                     let cols = own.entry(key.to_string()).or_default();
