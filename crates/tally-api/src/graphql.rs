@@ -28,7 +28,7 @@ use tally_query::{Query, Scope};
 use crate::auth::{Principal, apply_scope};
 use crate::error::{Error, Result, RunError};
 use crate::model::{JSON_SCHEMA_PATH, QueryKind, definition_description, json_schema, result_json};
-use crate::runner::QueryRunner;
+use crate::runner::{QueryRunner, RunContext};
 
 /// Limits on a GraphQL request.
 #[derive(Debug, Clone)]
@@ -270,20 +270,28 @@ async fn answer(
     apply_scope(principal, &mut object)?;
     let query = parse(kind, Value::Object(object))?;
     query.validate()?;
-    let time_zone = match query.scope() {
-        Scope::Tenant(tenant) => Some(
-            shared
-                .meta
-                .tenant_by_id(*tenant)
-                .await?
-                .ok_or(Error::TenantNotFound(*tenant))?
-                .timezone,
-        ),
-        // Operator queries bucket in UTC unless they name a time zone.
-        Scope::Operator { .. } => None,
+    let context = match query.scope() {
+        Scope::Tenant(tenant) => RunContext {
+            now: tally_core::time::now_micros(),
+            tenant_time_zone: Some(
+                shared
+                    .meta
+                    .tenant_by_id(*tenant)
+                    .await?
+                    .ok_or(Error::TenantNotFound(*tenant))?
+                    .timezone,
+            ),
+            tenants: Vec::new(),
+        },
+        // Operator queries bucket in UTC unless they name a time zone, and select
+        // among all tenants by id and attributes.
+        Scope::Operator { .. } => RunContext {
+            now: tally_core::time::now_micros(),
+            tenant_time_zone: None,
+            tenants: shared.meta.list_tenants().await?,
+        },
     };
-    let now = tally_core::time::now_micros();
-    let result = shared.runner.run(&query, now, time_zone.as_deref()).await?;
+    let result = shared.runner.run(&query, &context).await?;
     result_json(&result).map_err(|e| {
         Error::Run(RunError::Failed {
             class: ErrorClass::Internal,

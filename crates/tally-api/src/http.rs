@@ -156,13 +156,15 @@ mod tests {
     use super::*;
     use crate::error::RunError;
     use crate::model::QueryKind;
-    use crate::runner::QueryRunner;
+    use crate::runner::{QueryRunner, RunContext};
 
     /// Answers trends queries with one bucket whose value is the number of series, and
     /// remembers what it was asked.
     #[derive(Default)]
     struct FakeRunner {
         seen: Mutex<Vec<(Scope, Option<String>)>>,
+        /// The tenant names each query was given to select from.
+        tenants_seen: Mutex<Vec<Vec<String>>>,
     }
 
     #[async_trait::async_trait]
@@ -171,12 +173,11 @@ mod tests {
             vec![QueryKind::Trends]
         }
 
-        async fn run(
-            &self,
-            query: &Query,
-            _now: i64,
-            tenant_time_zone: Option<&str>,
-        ) -> Result<QueryResult, RunError> {
+        async fn run(&self, query: &Query, context: &RunContext) -> Result<QueryResult, RunError> {
+            let tenant_time_zone = context.tenant_time_zone.as_deref();
+            self.tenants_seen
+                .lock()
+                .push(context.tenants.iter().map(|t| t.name.clone()).collect());
             let Query::Trends(q) = query else {
                 panic!("only trends is offered")
             };
@@ -321,6 +322,25 @@ mod tests {
         );
         let (_, body) = post(&f.router, Some(&f.operator), trends(None)).await;
         assert_eq!(code(&body), "BAD_REQUEST", "{body}");
+        // An operator scope runs in UTC over every tenant, which the engine selects from.
+        let (_, body) = post(
+            &f.router,
+            Some(&f.operator),
+            trends(Some(json!({"operator": {}}))),
+        )
+        .await;
+        assert!(body.get("errors").is_none(), "{body}");
+        let scope_all = Scope::Operator {
+            tenants: Default::default(),
+        };
+        assert_eq!(
+            f.runner.seen.lock().last().cloned(),
+            Some((scope_all, None))
+        );
+        assert_eq!(
+            f.runner.tenants_seen.lock().clone(),
+            vec![vec![], vec!["acme".to_string(), "globex".to_string()]]
+        );
         let (_, body) = post(
             &f.router,
             Some(&f.operator),

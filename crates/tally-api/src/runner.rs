@@ -9,11 +9,26 @@
 use std::sync::Arc;
 
 use tally_core::ErrorClass;
-use tally_engine::Engine;
+use tally_engine::{Engine, TenantInfo};
+use tally_meta::Tenant;
 use tally_query::{Query, QueryResult};
 
 use crate::error::RunError;
 use crate::model::QueryKind;
+
+/// What a query runs against besides its own text.
+#[derive(Debug, Clone)]
+pub struct RunContext {
+    /// The instant the query's relative date ranges resolve against (UTC
+    /// microseconds): the server clock.
+    pub now: i64,
+    /// The time-zone setting of the query's tenant; `None` for operator scopes, which
+    /// use UTC unless the query names a zone.
+    pub tenant_time_zone: Option<String>,
+    /// For operator scopes, every tenant with its name and attributes: the scope's ids
+    /// and tenant filters select among them. Empty for tenant scopes.
+    pub tenants: Vec<Tenant>,
+}
 
 /// Executes validated, scoped queries.
 #[async_trait::async_trait]
@@ -21,15 +36,8 @@ pub trait QueryRunner: Send + Sync + 'static {
     /// The kinds [`QueryRunner::run`] answers.
     fn kinds(&self) -> Vec<QueryKind>;
 
-    /// Answers `query` at instant `now` (UTC microseconds) for a tenant whose time-zone
-    /// setting is `tenant_time_zone` (`None` for operator scopes). The query's scope has
-    /// been set from the credentials and checked.
-    async fn run(
-        &self,
-        query: &Query,
-        now: i64,
-        tenant_time_zone: Option<&str>,
-    ) -> Result<QueryResult, RunError>;
+    /// Answers `query`, whose scope has been set from the credentials and checked.
+    async fn run(&self, query: &Query, context: &RunContext) -> Result<QueryResult, RunError>;
 }
 
 /// The DataFusion engine as a [`QueryRunner`].
@@ -63,18 +71,13 @@ impl QueryRunner for EngineRunner {
         ]
     }
 
-    async fn run(
-        &self,
-        query: &Query,
-        now: i64,
-        tenant_time_zone: Option<&str>,
-    ) -> Result<QueryResult, RunError> {
+    async fn run(&self, query: &Query, context: &RunContext) -> Result<QueryResult, RunError> {
         let engine = self.engine.clone();
         let query = query.clone();
-        let time_zone = tenant_time_zone.map(str::to_string);
+        let context = context.clone();
         let handle = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
-            handle.block_on(run_on_engine(&engine, &query, now, time_zone.as_deref()))
+            handle.block_on(run_on_engine(&engine, &query, &context))
         });
         task.await.map_err(|e| RunError::Failed {
             class: ErrorClass::Internal,
@@ -86,26 +89,48 @@ impl QueryRunner for EngineRunner {
 async fn run_on_engine(
     engine: &Engine,
     query: &Query,
-    now: i64,
-    tenant_time_zone: Option<&str>,
+    context: &RunContext,
 ) -> Result<QueryResult, RunError> {
-    match query {
-        Query::Trends(q) => Ok(QueryResult::Trends(
-            engine.trends(q, now, tenant_time_zone).await?,
-        )),
-        Query::Funnel(q) => Ok(QueryResult::Funnel(
-            engine.funnel(q, now, tenant_time_zone).await?,
-        )),
-        Query::Retention(q) => Ok(QueryResult::Retention(
-            engine.retention(q, now, tenant_time_zone).await?,
-        )),
-        Query::Events(q) => Ok(QueryResult::Events(
-            engine.events(q, now, tenant_time_zone).await?,
-        )),
-        // The persons list has no time dimension.
-        Query::Persons(q) => Ok(QueryResult::Persons(engine.persons(q).await?)),
-        Query::Schema(q) => Ok(QueryResult::Schema(
-            engine.schema(q, now, tenant_time_zone).await?,
-        )),
+    let now = context.now;
+    let tz = context.tenant_time_zone.as_deref();
+    if query.scope().is_operator() {
+        let tenants: Vec<TenantInfo> = context
+            .tenants
+            .iter()
+            .map(|t| TenantInfo {
+                id: t.id,
+                name: t.name.clone(),
+                time_zone: t.timezone.clone(),
+                attributes: t.attributes.clone(),
+            })
+            .collect();
+        match query {
+            Query::Trends(q) => {
+                return Ok(QueryResult::Trends(
+                    engine.trends_operator(q, now, &tenants).await?,
+                ));
+            }
+            Query::Funnel(q) => {
+                return Ok(QueryResult::Funnel(
+                    engine.funnel_operator(q, now, &tenants).await?,
+                ));
+            }
+            Query::Retention(q) => {
+                return Ok(QueryResult::Retention(
+                    engine.retention_operator(q, now, &tenants).await?,
+                ));
+            }
+            // The listings answer operator scopes themselves (or refuse them clearly).
+            Query::Events(_) | Query::Persons(_) | Query::Schema(_) => {}
+        }
     }
+    Ok(match query {
+        Query::Trends(q) => QueryResult::Trends(engine.trends(q, now, tz).await?),
+        Query::Funnel(q) => QueryResult::Funnel(engine.funnel(q, now, tz).await?),
+        Query::Retention(q) => QueryResult::Retention(engine.retention(q, now, tz).await?),
+        Query::Events(q) => QueryResult::Events(engine.events(q, now, tz).await?),
+        // The persons list has no time dimension.
+        Query::Persons(q) => QueryResult::Persons(engine.persons(q).await?),
+        Query::Schema(q) => QueryResult::Schema(engine.schema(q, now, tz).await?),
+    })
 }

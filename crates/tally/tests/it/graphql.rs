@@ -200,6 +200,23 @@ fn graphql_answers_trends_and_funnels_per_tenant_and_for_operators() {
         pageviews(Some(json!({"tenant": globex}))),
     );
     assert_eq!(values(&body, "trends", 0), json!([0.0, 1.0, 0.0]), "{body}");
+    // Operator scopes: all tenants summed, or those whose attributes match.
+    let all = json!({"operator": {}});
+    let body = w.run(&w.operator, "trends", "TrendsQuery", pageviews(Some(all)));
+    assert_eq!(values(&body, "trends", 0), json!([3.0, 1.0, 1.0]), "{body}");
+    let pro = json!({"operator": {"tenants": {"filters": [{"type": "property",
+        "property": {"source": "tenant_attribute", "key": "plan"}, "operator": "equals", "value": "pro"}]}}});
+    let body = w.run(&w.operator, "trends", "TrendsQuery", pageviews(Some(pro)));
+    assert_eq!(values(&body, "trends", 0), json!([3.0, 0.0, 1.0]), "{body}");
+    let mut globex_funnel = funnel();
+    globex_funnel["scope"] = json!({"operator": {"tenants": {"ids": [globex]}}});
+    let body = w.run(&w.operator, "funnel", "FunnelQuery", globex_funnel);
+    assert_eq!(
+        body["data"]["funnel"]["total"][0]["persons"],
+        json!(0),
+        "{body}"
+    );
+
     let body = w.graphql(
         Some(&w.operator),
         json!({"query": "{ tenants { id name attributes } }"}),
