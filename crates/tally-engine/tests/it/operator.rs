@@ -115,8 +115,46 @@ fn same_trends(e: &TrendsResult, r: &TrendsResult) -> Result<(), String> {
 }
 
 fn same_funnel(e: &FunnelResult, r: &FunnelResult) -> Result<(), String> {
-    let (FunnelResult::Steps(x), FunnelResult::Steps(y)) = (e, r) else {
-        return Err("not a steps result".into());
+    let (x, y) = match (e, r) {
+        (FunnelResult::Steps(x), FunnelResult::Steps(y)) => (x, y),
+        (FunnelResult::ConversionOverTime(x), FunnelResult::ConversionOverTime(y)) => {
+            let points = |a: &[tally_query::funnel::ConversionPoint],
+                          b: &[tally_query::funnel::ConversionPoint]| {
+                a.len() == b.len()
+                    && a.iter().zip(b).all(|(p, q)| {
+                        p.entered == q.entered
+                            && p.converted == q.converted
+                            && close(p.conversion_percent, q.conversion_percent)
+                    })
+            };
+            let same = x.buckets == y.buckets
+                && points(&x.total, &y.total)
+                && x.breakdowns.len() == y.breakdowns.len()
+                && x.breakdowns
+                    .iter()
+                    .zip(&y.breakdowns)
+                    .all(|(a, b)| a.breakdown == b.breakdown && points(&a.points, &b.points));
+            return if same {
+                Ok(())
+            } else {
+                Err(format!("engine {x:#?}\nreference {y:#?}"))
+            };
+        }
+        (FunnelResult::TimeToConvert(x), FunnelResult::TimeToConvert(y)) => {
+            let same = x.persons == y.persons
+                && x.bins.len() == y.bins.len()
+                && x.bins.iter().zip(&y.bins).all(|(a, b)| {
+                    a.persons == b.persons && close(Some(a.from_seconds), Some(b.from_seconds))
+                })
+                && close(x.average_seconds, y.average_seconds)
+                && close(x.median_seconds, y.median_seconds);
+            return if same {
+                Ok(())
+            } else {
+                Err(format!("engine {x:#?}\nreference {y:#?}"))
+            };
+        }
+        _ => return Err(format!("engine {e:#?}\nreference {r:#?}")),
     };
     let steps = |s: &tally_query::funnel::FunnelStepsResult| {
         std::iter::once((None, s.total.clone()))
@@ -237,6 +275,29 @@ fn operator_funnels_match_the_reference() {
             query.scope = scope;
             if breakdown.is_some() {
                 query.breakdown = breakdown;
+            }
+            // Every view but `persons` (refused for operator queries).
+            let required = (0..query.steps.len() as u32)
+                .filter(|s| {
+                    query.order == tally_query::FunnelOrder::AnyOrder
+                        || !query.steps[*s as usize].optional
+                })
+                .count();
+            match knobs >> 6 {
+                1 => {
+                    query.view = tally_query::FunnelView::ConversionOverTime {
+                        interval: tally_query::Interval::Day,
+                    }
+                }
+                2 if required >= 2 => {
+                    query.breakdown = None;
+                    query.view = tally_query::FunnelView::TimeToConvert {
+                        from_step: 0,
+                        to_step: None,
+                        bins: 3,
+                    };
+                }
+                _ => {}
             }
             let filters: Vec<Filter> = query
                 .steps
