@@ -376,6 +376,14 @@ mod tests {
             assert_eq!(status, StatusCode::OK);
             assert_eq!(code(&body), "UNAUTHENTICATED", "{key:?}: {body}");
         }
+        // GraphiQL sends explicit nulls for absent variables and operation names.
+        let (_, body) = post(
+            &f.router,
+            None,
+            json!({"query": "{ __typename }", "variables": null, "operationName": null}),
+        )
+        .await;
+        assert_eq!(body["data"]["__typename"], "Query", "{body}");
         let (_, body) = post(
             &f.router,
             None,

@@ -286,8 +286,18 @@ fn graphql_limits_and_malformed_queries_have_codes() {
         "{body}"
     );
 
-    // The explorer page and the JSON Schema are served.
+    // The explorer page, the JSON Schema and the API's metrics are served.
     w.rt.block_on(async {
+        let metrics = reqwest::get(format!("{}/metrics", w.server.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("tally_api_queries_total") && metrics.contains("code=\"BAD_REQUEST\""),
+            "{metrics}"
+        );
         let page = reqwest::get(format!("{}/graphql", w.server.url()))
             .await
             .unwrap();
@@ -338,6 +348,25 @@ fn tally_query_prints_json_and_tables() {
         printed["current"]["series"][0]["values"],
         json!([3.0, 0.0, 1.0])
     );
+
+    // `-` reads the query from standard input.
+    let mut child = Command::new(tally_bin())
+        .args(["query", "--server", &url, "--key", &w.acme.1, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(std::fs::read(&funnel_file).unwrap().as_slice())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["total"][1]["persons"], json!(1), "{printed}");
 
     let out = query(&["--key", &w.acme.1, "--table", &trends_file]);
     assert!(
