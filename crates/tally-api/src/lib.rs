@@ -30,7 +30,7 @@ pub use auth::Principal;
 pub use error::{Error, Result, RunError};
 pub use graphql::ApiConfig;
 pub use model::{JSON_SCHEMA_PATH, QueryKind, json_schema};
-pub use runner::{EngineRunner, QueryRunner, RunContext};
+pub use runner::{ConcurrencyLimit, EngineRunner, QueryRunner, RunContext};
 
 use crate::graphql::Shared;
 

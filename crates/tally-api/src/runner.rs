@@ -7,6 +7,7 @@
 //! field that always fails.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tally_core::ErrorClass;
 use tally_engine::{Engine, TenantInfo};
@@ -133,4 +134,132 @@ async fn run_on_engine(
         Query::Persons(q) => QueryResult::Persons(engine.persons(q).await?),
         Query::Schema(q) => QueryResult::Schema(engine.schema(q, now, tz).await?),
     })
+}
+
+/// At most `max` queries of the inner runner at once, server-wide, so that memory use
+/// stays under `max` × the engine's per-query limit however many clients ask. A query
+/// that finds every slot taken waits up to `wait`, then is refused as `UNAVAILABLE`
+/// with a retry hint rather than queueing without bound.
+pub struct ConcurrencyLimit {
+    inner: Arc<dyn QueryRunner>,
+    slots: Arc<tokio::sync::Semaphore>,
+    max: usize,
+    wait: Duration,
+}
+
+impl ConcurrencyLimit {
+    /// Limits `inner` to `max` (at least 1) concurrent queries.
+    pub fn new(inner: Arc<dyn QueryRunner>, max: usize, wait: Duration) -> Self {
+        let max = max.max(1);
+        ConcurrencyLimit {
+            inner,
+            slots: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+            wait,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryRunner for ConcurrencyLimit {
+    fn kinds(&self) -> Vec<QueryKind> {
+        self.inner.kinds()
+    }
+
+    async fn run(&self, query: &Query, context: &RunContext) -> Result<QueryResult, RunError> {
+        let busy = || RunError::Failed {
+            class: ErrorClass::Unavailable {
+                retry_after: Duration::from_secs(1),
+            },
+            source: format!(
+                "the server is already running its limit of {} queries; retry shortly",
+                self.max
+            )
+            .into(),
+        };
+        let _slot = match tokio::time::timeout(self.wait, self.slots.acquire()).await {
+            Ok(Ok(slot)) => slot,
+            // Timed out, or the semaphore was closed (it never is).
+            _ => {
+                metrics::counter!("tally_api_queries_refused_busy_total").increment(1);
+                return Err(busy());
+            }
+        };
+        self.inner.run(query, context).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tally_core::{Classify, TenantId};
+    use tally_query::Scope;
+
+    use super::*;
+
+    /// Holds every query until released.
+    struct Gate {
+        open: tokio::sync::Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl QueryRunner for Gate {
+        fn kinds(&self) -> Vec<QueryKind> {
+            vec![QueryKind::Trends]
+        }
+
+        async fn run(&self, _: &Query, _: &RunContext) -> Result<QueryResult, RunError> {
+            let _pass = self.open.acquire().await.unwrap();
+            Ok(serde_json::from_value(serde_json::json!({
+                "kind": "trends", "current": {"buckets": [], "series": []}
+            }))
+            .unwrap())
+        }
+    }
+
+    fn query() -> Query {
+        serde_json::from_value(serde_json::json!({
+            "kind": "trends",
+            "scope": Scope::Tenant(TenantId(1)),
+            "date_range": {"type": "last", "count": 1, "unit": "day"},
+            "series": [{"event": "a"}]
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_full_server_refuses_with_a_retry_hint_and_recovers() {
+        let gate = Arc::new(Gate {
+            open: tokio::sync::Semaphore::new(0),
+        });
+        let limited = Arc::new(ConcurrencyLimit::new(
+            gate.clone(),
+            1,
+            Duration::from_millis(20),
+        ));
+        let context = RunContext {
+            now: 0,
+            tenant_time_zone: None,
+            tenants: Vec::new(),
+        };
+        let first = tokio::spawn({
+            let limited = limited.clone();
+            let context = context.clone();
+            async move { limited.run(&query(), &context).await }
+        });
+        // Wait until the first query holds the only slot.
+        while limited.slots.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let refused = limited.run(&query(), &context).await.unwrap_err();
+        assert!(
+            matches!(refused.class(), ErrorClass::Unavailable { .. }),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("limit of 1"), "{refused}");
+
+        gate.open.add_permits(2);
+        first.await.unwrap().unwrap();
+        limited.run(&query(), &context).await.unwrap();
+        assert_eq!(limited.kinds(), vec![QueryKind::Trends]);
+    }
 }

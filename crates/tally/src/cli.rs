@@ -151,6 +151,11 @@ pub struct QueryLimitArgs {
     /// Memory one analytics query may use for joins, sorts and aggregations, in bytes.
     #[arg(long, env = "TALLY_QUERY_MEMORY_LIMIT_BYTES", default_value_t = 2 << 30)]
     pub query_memory_limit_bytes: usize,
+    /// Most analytics queries running at once, server-wide (memory use stays under this
+    /// times the per-query limit). A query finding them all busy waits up to the query
+    /// time limit, then fails with `UNAVAILABLE` and a retry hint.
+    #[arg(long, env = "TALLY_MAX_CONCURRENT_QUERIES", default_value_t = 4)]
+    pub max_concurrent_queries: usize,
     /// Parallelism of one analytics query (DataFusion target partitions).
     #[arg(long, env = "TALLY_QUERY_PARTITIONS", default_value_t = 2)]
     pub query_partitions: usize,

@@ -135,7 +135,11 @@ fn query_api(engine: &Engine, args: &QueryLimitArgs) -> anyhow::Result<tally_api
         },
     );
     let meta: Arc<dyn MetaStore> = engine.meta.clone();
-    let runner = Arc::new(tally_api::EngineRunner::new(Arc::new(query_engine)));
+    let runner = Arc::new(tally_api::ConcurrencyLimit::new(
+        Arc::new(tally_api::EngineRunner::new(Arc::new(query_engine))),
+        args.max_concurrent_queries,
+        Duration::from_secs(args.query_timeout_secs),
+    ));
     tally_api::Api::new(
         meta,
         runner,

@@ -531,6 +531,7 @@ fn serve_flags_set_the_query_limits() {
             "TALLY_QUERY_MEMORY_LIMIT_BYTES",
         ),
         ("--query-partitions", "TALLY_QUERY_PARTITIONS"),
+        ("--max-concurrent-queries", "TALLY_MAX_CONCURRENT_QUERIES"),
         ("--graphql-max-depth", "TALLY_GRAPHQL_MAX_DEPTH"),
         ("--graphql-max-complexity", "TALLY_GRAPHQL_MAX_COMPLEXITY"),
         ("--graphql-max-queries", "TALLY_GRAPHQL_MAX_QUERIES"),
