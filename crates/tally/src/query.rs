@@ -168,7 +168,16 @@ fn trends_table(result: &Value) -> String {
             .collect();
         let mut header = vec!["bucket".to_string()];
         header.extend(lines.iter().map(|line| {
-            let label = line["label"].as_str().unwrap_or("").to_string();
+            // Series rows are named by their formula letter too: two series of the same
+            // event with different maths share a label.
+            let label = match line["series"].as_u64().and_then(|i| u8::try_from(i).ok()) {
+                Some(i) if i < 26 => format!(
+                    "{}: {}",
+                    char::from(b'A' + i),
+                    line["label"].as_str().unwrap_or("")
+                ),
+                _ => line["label"].as_str().unwrap_or("").to_string(),
+            };
             match line.get("breakdown") {
                 Some(b) => format!("{label} / {}", breakdown_label(b)),
                 None => label,
@@ -451,7 +460,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
         assert!(
-            lines[0].starts_with("bucket") && lines[0].contains("$pageview / Chrome"),
+            lines[0].starts_with("bucket") && lines[0].contains("A: $pageview / Chrome"),
             "{text}"
         );
         assert!(

@@ -377,7 +377,7 @@ fn tally_query_prints_json_and_tables() {
     let table = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = table.lines().collect();
     assert!(
-        lines[0].starts_with("bucket") && lines[0].contains("$pageview"),
+        lines[0].starts_with("bucket") && lines[0].contains("B: $pageview"),
         "{table}"
     );
     assert_eq!(lines.len(), 5, "{table}");
