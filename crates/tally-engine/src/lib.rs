@@ -11,7 +11,9 @@
 //!
 //! Does not own: SQL text (tally-sql), query semantics (tally-query), storage
 //! (tally-store). Trends, funnels (every view) and retention ([`retention`], the
-//! `tally_retention` aggregate) are executed (see `docs/QUERY-ENGINE.md`).
+//! `tally_retention` aggregate) are executed for one tenant, and for several at once
+//! through [`operator`] (`Engine::*_operator`, views under a reserved tenant; see
+//! `docs/QUERY-ENGINE.md`).
 
 pub mod events;
 pub mod funnel;
