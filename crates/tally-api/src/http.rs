@@ -94,11 +94,11 @@ async fn execute(
     for error in &mut response.errors {
         give_code(error, &api.shared.config);
     }
-    (
-        [(CONTENT_TYPE, "application/graphql-response+json")],
-        axum::Json(response),
-    )
-        .into_response()
+    // `application/json` (what `axum::Json` sets) rather than
+    // `application/graphql-response+json`: with the latter, GraphQL-over-HTTP expects
+    // 4xx statuses for requests that fail validation, and we answer those with 200 and
+    // `errors` like most servers and clients do.
+    axum::Json(response).into_response()
 }
 
 /// Errors from our resolvers carry a code; the rest were raised by async-graphql while
