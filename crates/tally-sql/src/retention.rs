@@ -314,23 +314,28 @@ impl RetentionPlan<'_> {
             .map(|n| format!("first_value({n} ORDER BY ts, uuid) AS {n}"))
             .collect();
         let ts = s.ts();
-        let (group, keep) = match q.cohort {
+        let (period, group, keep) = match q.cohort {
             // The first start event ever forms the membership if it is in the range.
             CohortKind::FirstTime => (
-                "person_id".to_string(),
+                String::new(),
+                "person_id",
                 format!(" WHERE first_ts >= {}", self.range.start),
             ),
-            CohortKind::Recurring => ("person_id, period".to_string(), String::new()),
+            // The earliest start event of each period forms one.
+            CohortKind::Recurring => (
+                format!("{} AS period, ", self.period_expr(&ts)),
+                "person_id, period",
+                String::new(),
+            ),
         };
         Ok(Some(format!(
             "SELECT {names}, CAST(COUNT(*) AS BIGINT) AS memberships FROM (\
              SELECT {firsts}, MIN(ts) AS first_ts FROM (SELECT {ts} AS ts, {uuid} AS uuid, {person} AS person_id, \
-             {period} AS period, {inner} {from}) t GROUP BY {group}) p{keep} GROUP BY {names}{suffix}",
+             {period}{inner} {from}) t GROUP BY {group}) p{keep} GROUP BY {names}{suffix}",
             names = names.join(", "),
             firsts = firsts.join(", "),
             uuid = s.col("e", "uuid"),
             person = s.person(),
-            period = self.period_expr(&ts),
             inner = inner.join(", "),
             from = s.scoped_source(&conds),
             suffix = self.dialect.statement_suffix(),
