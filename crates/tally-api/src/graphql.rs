@@ -33,11 +33,10 @@ use crate::runner::{QueryRunner, RunContext};
 /// Limits on a GraphQL request.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// Deepest selection nesting accepted (the explorer's introspection query needs
-    /// about 13).
+    /// Deepest selection nesting accepted (GraphiQL's introspection query needs 14).
     pub max_depth: usize,
     /// Most fields in one request, counted over the whole document with fragments
-    /// expanded (the explorer's introspection query has about 200).
+    /// expanded (GraphiQL's introspection query counts 200).
     pub max_complexity: usize,
     /// Most analytics queries (trends, funnel, ...) in one request: aliases would
     /// otherwise multiply one request into many engine queries, each with its own
