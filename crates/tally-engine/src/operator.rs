@@ -11,8 +11,9 @@
 //! [`OPERATOR_SCOPE`] id, whose relations exist only in these sessions):
 //!
 //! - persons stay per tenant: each view prefixes distinct ids and person ids with
-//!   `<tenant>:`, so the same id in two tenants is two persons, merges apply within a
-//!   tenant, and `COUNT(DISTINCT person)` counts (tenant, person) pairs;
+//!   `<tenant>:` (zero-padded, so text order is (tenant, id) order, as the funnel
+//!   persons view pages), so the same id in two tenants is two persons, merges apply
+//!   within a tenant, and `COUNT(DISTINCT person)` counts (tenant, person) pairs;
 //! - typed property columns differ between tenants: the view has the union of them;
 //!   a tenant that materialises a key supplies its columns (NULL for types it has no
 //!   column for: the store's completeness rule says it has no such values), a tenant
@@ -26,8 +27,7 @@
 //!
 //! Does not own: SQL shapes (tally-sql), results (the tenant code paths in the
 //! crate root and [`crate::retention`] run unchanged on the prepared session).
-//! Not supported: the funnel `persons` view (its person ids and cursors are per
-//! tenant), group properties (as for tenant queries).
+//! Not supported: group properties (as for tenant queries).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -36,7 +36,7 @@ use std::time::Instant;
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 use tally_core::TenantId;
-use tally_query::funnel::FunnelView;
+use tally_query::funnel::{FunnelView, PersonCursor, PersonKey};
 use tally_query::{
     Filter, FunnelQuery, FunnelResult, Math, PropertyRef, PropertySource, RetentionQuery,
     RetentionResult, Scope, TrendsQuery, TrendsResult,
@@ -136,6 +136,24 @@ struct Prepared {
     catalog: PropertyCatalog,
 }
 
+/// A person or distinct id as the operator views spell it: `<tenant, 10 digits>:<id>`,
+/// so that text order is (tenant, id) order.
+fn qualified(tenant: TenantId, id: &str) -> String {
+    format!("{:010}:{id}", tenant.0)
+}
+
+/// The (tenant, person) of a [`qualified`] person id.
+fn unqualified(id: &str) -> Result<PersonKey> {
+    id.split_once(':')
+        .and_then(|(t, p)| {
+            Some(PersonKey {
+                tenant: TenantId(t.parse().ok()?),
+                person_id: p.to_string(),
+            })
+        })
+        .ok_or_else(|| Error::Execution(format!("operator view person id `{id}` has no tenant")))
+}
+
 fn df(e: datafusion::error::DataFusionError) -> Error {
     Error::Execution(e.to_string())
 }
@@ -177,7 +195,8 @@ impl Engine {
         .await
     }
 
-    /// Answers an operator funnel query (every view but `persons`).
+    /// Answers an operator funnel query (every view; persons are ordered by tenant,
+    /// then person id, and cursors name a tenant's person).
     pub async fn funnel_operator(
         &self,
         query: &FunnelQuery,
@@ -186,12 +205,22 @@ impl Engine {
     ) -> Result<FunnelResult> {
         self.limited("operator_funnel", async {
             query.validate().map_err(tally_sql::Error::from)?;
-            if matches!(query.view, FunnelView::Persons { .. }) {
-                return Err(Error::Compile(tally_sql::Error::Unsupported(
-                    "the funnel persons view of operator queries".to_string(),
-                )));
-            }
             let mut q = query.clone();
+            // Persons: the client's cursor names a (tenant, person); the views' person
+            // ids are `<tenant>:<person>` with the tenant zero-padded, so their text
+            // order is (tenant, person id) order and the cursor maps onto one of them.
+            if let FunnelView::Persons {
+                cursor: Some(cursor),
+                ..
+            } = &mut q.view
+            {
+                let c = PersonCursor::decode(cursor).map_err(tally_sql::Error::from)?;
+                *cursor = PersonCursor(PersonKey {
+                    tenant: OPERATOR_SCOPE,
+                    person_id: qualified(c.0.tenant, &c.0.person_id),
+                })
+                .encode();
+            }
             let mut rw = Rewriter::default();
             let ids = rw
                 .scope(&mut q.scope, &mut q.filters)
@@ -205,7 +234,23 @@ impl Engine {
             }
             rw.breakdown(&mut q.breakdown);
             let p = self.operator_session(&ids, tenants, &rw).await?;
-            self.funnel_on(&p.session, &p.catalog, &q, now, None).await
+            let mut result = self
+                .funnel_on(&p.session, &p.catalog, &q, now, None)
+                .await?;
+            if let FunnelResult::Persons(page) = &mut result {
+                page.persons = page
+                    .persons
+                    .iter()
+                    .map(|k| unqualified(&k.person_id))
+                    .collect::<Result<_>>()?;
+                if page.next_cursor.is_some() {
+                    page.next_cursor = page
+                        .persons
+                        .last()
+                        .map(|k| PersonCursor(k.clone()).encode());
+                }
+            }
+            Ok(result)
         })
         .await
     }
@@ -331,7 +376,7 @@ impl Engine {
         let typed = |key: &str, ty: &str| format!("prop:{ty}:{key}");
         let mut branches = Vec::new();
         for (t, table, own, materialized) in &per_tenant {
-            let prefix = lit(&format!("{}:", t.id.0));
+            let prefix = lit(&qualified(t.id, ""));
             let mut cols = vec![
                 format!("e.{0} AS {0}", id("uuid")),
                 format!("e.{0} AS {0}", id("event")),
@@ -450,7 +495,7 @@ impl Engine {
                 .map(|(t, ..)| {
                     format!(
                         "SELECT {} FROM {}",
-                        cols(&lit(&format!("{}:", t.id.0))),
+                        cols(&lit(&qualified(t.id, ""))),
                         id(&format!("operator_{}_{kind}", t.id.0))
                     )
                 })
@@ -532,6 +577,27 @@ impl Engine {
 mod tests {
     use super::*;
     use tally_query::{Operator, PropertyFilter};
+
+    #[test]
+    fn qualified_ids_sort_by_tenant_then_id_and_round_trip() {
+        let keys = [(2, "b"), (10, "a"), (2, "a:b"), (u32::MAX - 1, "")];
+        let mut texts: Vec<String> = keys
+            .iter()
+            .map(|(t, p)| qualified(TenantId(*t), p))
+            .collect();
+        texts.sort();
+        let back: Vec<PersonKey> = texts.iter().map(|t| unqualified(t).unwrap()).collect();
+        let mut expected: Vec<PersonKey> = keys
+            .iter()
+            .map(|(t, p)| PersonKey {
+                tenant: TenantId(*t),
+                person_id: p.to_string(),
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(back, expected);
+        assert!(unqualified("no-tenant").is_err());
+    }
 
     #[test]
     fn tenant_properties_become_reserved_event_keys() {
