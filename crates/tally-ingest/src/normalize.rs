@@ -166,10 +166,21 @@ fn compact_json_len(value: &Value, limit: usize) -> Option<usize> {
         (*total <= limit).then_some(())
     }
     fn string_len(s: &str) -> usize {
+        let bytes = s.as_bytes();
+        // Nearly every string needs no escaping: count the bytes that do with a
+        // branch-free sum (vectorised), and look closer only when there are some.
+        let special: usize = bytes
+            .iter()
+            .map(|&b| usize::from(b < 0x20 || b == b'"' || b == b'\\'))
+            .sum();
+        if special == 0 {
+            return 2 + s.len();
+        }
         // Quotes, plus what serde_json's escaping adds: `\"` `\\` and the short
         // control escapes take one byte more, other control bytes `\u00XX` five.
         2 + s.len()
-            + s.bytes()
+            + bytes
+                .iter()
                 .map(|b| match b {
                     b'"' | b'\\' | 0x08 | 0x09 | 0x0a | 0x0c | 0x0d => 1,
                     0x00..=0x1f => 5,
