@@ -222,6 +222,22 @@ def sql_retention(dialect, r):
         label = "formatDateTime(c.w, '%Y-%m-%d')"
     # First time: a person's cohort is the week of their first $pageview ever (all the
     # tenant's history), if that is in the range; they return in week n with any event.
+    if dialect == "chdb":
+        # One pass with arrays (ClickHouse inlines CTEs, so the join form below would
+        # read and join the events twice): per person the first start and the set of
+        # active weeks, then one row per (cohort, week offset).
+        return f"""
+SELECT formatDateTime(c, '%Y-%m-%d') AS cohort, n, count() AS persons FROM (
+    SELECT minIf(timestamp, event = '$pageview') AS f, toMonday(f) AS c,
+           countIf(event = '$pageview') AS starts,
+           groupUniqArrayIf(toMonday(timestamp), timestamp >= {ts(start)}) AS weeks
+    FROM ({person_join(dialect)})
+    GROUP BY person
+    HAVING starts > 0 AND f >= {ts(start)} AND f < {ts(end)})
+ARRAY JOIN arrayConcat([0], arrayFilter(x -> x >= 1 AND x <= 12,
+    arrayMap(w -> intDiv(dateDiff('day', c, w), 7), weeks))) AS n
+GROUP BY cohort, n
+"""
     return f"""
 WITH ev AS ({person_join(dialect)}),
 firsts AS (SELECT person, min(timestamp) AS f FROM ev WHERE event = '$pageview' GROUP BY person),
@@ -373,6 +389,7 @@ def worker(engine, work, now):
         path = os.path.join(work, "duckdb.db")
         fresh = not os.path.exists(path)
         con = duckdb.connect(path)
+        con.execute("SET enable_progress_bar = false")
         con.execute("SET threads = 2")
         con.execute("SET TimeZone = 'UTC'")
         if fresh:
@@ -528,6 +545,7 @@ def prepare(args):
     import duckdb
 
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     con.execute("SET TimeZone = 'UTC'")
     paths = tenant_files(args.data_dir, files, tenant)
     file_list = "[" + ", ".join(f"'{p}'" for p in paths) + "]"
