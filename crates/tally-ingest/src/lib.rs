@@ -3,11 +3,12 @@
 //! enrichment (clock-skew correction, client IP, user agent, GeoIP).
 //!
 //! Owns: routing, body decoding (gzip, deflate, `gzip-js`, base64, form `data=`),
-//! translating every wire format into [`tally_core::Event`], per-event validation,
-//! enrichment, and the mapping of errors to HTTP responses ([`http_error`], reusable
-//! by other API crates). Does not own durability or storage: handlers hand one
-//! [`tally_core::EventBatch`] per request to an [`tally_core::EventSink`] and answer
-//! 200 only once it is durable. Does not own API keys either: a
+//! the PostHog SDKs' remote-config and (empty) feature-flag endpoints
+//! ([`remote_config`]), translating every wire format into [`tally_core::Event`],
+//! per-event validation, enrichment, and the mapping of errors to HTTP responses
+//! ([`http_error`], reusable by other API crates). Does not own durability or
+//! storage: handlers hand one [`tally_core::EventBatch`] per request to an
+//! [`tally_core::EventSink`] and answer 200 only once it is durable. Does not own API keys either: a
 //! [`tally_core::TenantDirectory`] resolves them.
 //!
 //! See `docs/INGEST.md` for endpoints, payload shapes, limits and enrichment rules.
@@ -21,6 +22,7 @@ pub mod http_error;
 pub mod metrics;
 mod normalize;
 mod posthog;
+pub mod remote_config;
 mod segment;
 mod server;
 

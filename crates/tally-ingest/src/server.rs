@@ -37,11 +37,11 @@ use crate::error::{EventRejection, IngestError, Result};
 use crate::http_error;
 use crate::metrics::{self as m, Endpoint};
 use crate::normalize::{self, Draft, RequestContext, not_an_object};
-use crate::{posthog, segment};
+use crate::{posthog, remote_config, segment};
 
 /// Bodies above this size are decoded and normalised on the blocking pool, so one
 /// 20 MiB batch does not stall every other request on its runtime worker.
-const BLOCKING_THRESHOLD_BYTES: usize = 64 * 1024;
+pub(crate) const BLOCKING_THRESHOLD_BYTES: usize = 64 * 1024;
 
 /// What the handlers share.
 pub struct IngestState {
@@ -128,6 +128,9 @@ pub fn router(state: Arc<IngestState>) -> Router {
                 },
             ),
         )
+        // posthog-js's remote config and flags requests: cross-origin like its
+        // captures, so merged before the CORS layer.
+        .merge(remote_config::routes())
         .layer(middleware::from_fn(cors))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
@@ -291,7 +294,7 @@ async fn receive(state: &IngestState, req: Request) -> Result<Received> {
     })
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes> {
+pub(crate) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -302,7 +305,7 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes> {
 }
 
 /// Runs CPU-heavy work inline for small requests and on the blocking pool for large.
-async fn cpu<T: Send + 'static>(
+pub(crate) async fn cpu<T: Send + 'static>(
     large: bool,
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
@@ -321,7 +324,7 @@ fn count_decoded(len: usize) {
 
 /// The key from `Authorization`: Basic (the username, as Segment sends the write
 /// key) or Bearer.
-fn header_api_key(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn header_api_key(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, rest) = value.split_once(' ')?;
     let key = if scheme.eq_ignore_ascii_case("basic") {
@@ -342,7 +345,7 @@ fn header_api_key(headers: &HeaderMap) -> Option<String> {
     (!key.is_empty()).then(|| key.to_string())
 }
 
-async fn authenticate(state: &IngestState, key: Option<String>) -> Result<TenantId> {
+pub(crate) async fn authenticate(state: &IngestState, key: Option<String>) -> Result<TenantId> {
     let key = key.ok_or(IngestError::MissingApiKey)?;
     state
         .directory

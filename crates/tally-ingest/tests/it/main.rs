@@ -7,5 +7,6 @@ mod limits;
 mod mmdb;
 mod native;
 mod posthog;
+mod remote_config;
 mod segment;
 mod sink_errors;
