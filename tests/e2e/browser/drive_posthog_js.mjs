@@ -17,8 +17,10 @@
 // values that land are Tally's own parse of the browser's User-Agent.
 //
 // Prints one JSON line on stdout: the SDK and browser versions, the ids the SDK used,
-// and every request that reached Tally (method, path and query, the encoding
-// posthog-js chose, status, the events inside).
+// every request that reached Tally (method, path and query, what it was for — capture,
+// remote config or flags —, the compression posthog-js chose for its body, status, the
+// events inside), the compression posthog-js settled on, and what the page itself saw
+// go wrong (HTTP errors on its requests, console errors, uncaught exceptions).
 //
 // Usage: TALLY_URL=http://127.0.0.1:PORT TALLY_WRITE_KEY=... RUN_ID=abc \
 //        [CHROMIUM=/usr/bin/chromium] node browser/drive_posthog_js.mjs
@@ -60,6 +62,21 @@ function readBody(stream) {
   });
 }
 
+/** What a request to Tally was for, by its path. */
+function requestKind(pathname) {
+  if (pathname.startsWith('/array/')) return 'remote_config';
+  if (/^\/(flags|decide)\/?$/.test(pathname)) return 'flags';
+  return 'capture';
+}
+
+/** The compression of a body: gzip (with or without the `compression` hint), base64, or none. */
+function bodyCompression(url, body) {
+  const hint = url.searchParams.get('compression');
+  if (body.length > 2 && body[0] === 0x1f && body[1] === 0x8b) return 'gzip';
+  if (hint === 'base64') return 'base64';
+  return 'none';
+}
+
 /**
  * Decodes a posthog-js request body into its events, whichever encoding it chose, and
  * names that encoding: the `compression` query hint when present, else what the bytes are.
@@ -88,6 +105,7 @@ function decodeEvents(url, body) {
 // --- The tap in front of Tally -----------------------------------------------------
 const requests = [];
 const tap = http.createServer(async (req, res) => {
+  const arrivedMs = Date.now();
   const body = await readBody(req);
   const headers = { ...req.headers, host: tallyUrl.host };
   const upstream = http.request(
@@ -97,10 +115,15 @@ const tap = http.createServer(async (req, res) => {
       res.writeHead(answer.statusCode, answer.headers);
       res.end(reply);
       const url = new URL(req.url, tallyUrl);
+      const kind = requestKind(url.pathname);
       const entry = {
         method: req.method,
         path: url.pathname,
         query: url.search,
+        kind,
+        arrived_ms: arrivedMs,
+        answered_ms: Date.now(),
+        compression: req.method === 'POST' && body.length > 0 ? bodyCompression(url, body) : null,
         content_type: req.headers['content-type'] ?? null,
         content_encoding: req.headers['content-encoding'] ?? null,
         origin: req.headers.origin ?? null,
@@ -109,7 +132,7 @@ const tap = http.createServer(async (req, res) => {
         cors_allow_origin: answer.headers['access-control-allow-origin'] ?? null,
         events: [],
       };
-      if (req.method === 'POST' && answer.statusCode === 200 && body.length > 0) {
+      if (kind === 'capture' && req.method === 'POST' && answer.statusCode === 200 && body.length > 0) {
         try {
           const decoded = decodeEvents(url, body);
           entry.body_encoding = decoded.encoding;
@@ -164,6 +187,11 @@ const site = http.createServer((req, res) => {
   } else if (req.url === '/' || req.url.startsWith('/pricing')) {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(page);
+  } else if (req.url === '/favicon.ico') {
+    // Answered so that the browser's own favicon request puts no 404 in the console,
+    // which the test keeps free of errors.
+    res.writeHead(204);
+    res.end();
   } else if (req.url === '/static/array.js') {
     res.writeHead(200, { 'content-type': 'application/javascript' });
     res.end(arrayJs);
@@ -186,6 +214,10 @@ async function awaitDelivery(tab, names) {
 }
 
 const pageErrors = [];
+// What the page saw fail: HTTP errors on any of its requests (scripts included) and
+// console errors (posthog-js logs failed config and flags requests there).
+const httpErrors = [];
+const consoleErrors = [];
 const browser = await chromium.launch({
   executablePath,
   headless: true,
@@ -212,6 +244,13 @@ try {
   const context = await browser.newContext({ userAgent: headlessUserAgent.replace('HeadlessChrome/', 'Chrome/') });
   const tab = await context.newPage();
   tab.on('pageerror', (err) => pageErrors.push(String(err)));
+  tab.on('response', (r) => {
+    if (r.status() >= 400) httpErrors.push({ url: r.url(), status: r.status() });
+  });
+  tab.on('requestfailed', (r) => httpErrors.push({ url: r.url(), failure: r.failure()?.errorText ?? 'failed' }));
+  tab.on('console', (m) => {
+    if (m.type() === 'error') consoleErrors.push({ text: m.text(), url: m.location()?.url ?? null });
+  });
 
   await tab.goto(`${siteUrl}/pricing?utm_source=e2e`);
   await tab.waitForFunction(() => window.__tallyLoaded === true, null, { timeout: 15000 });
@@ -228,6 +267,9 @@ try {
   const userAgent = await tab.evaluate(() => navigator.userAgent);
   // posthog-js batches events and sends them on a timer.
   const missing = await awaitDelivery(tab, ['$pageview', 'clicked_cta', '$identify', 'purchase_completed']);
+  // The compression posthog-js uses from here on: what the remote config told it
+  // (fetched at start-up; the first captures above waited on a timer).
+  const sdkCompression = await tab.evaluate(() => window.posthog.compression ?? null);
 
   // Leaving the page: posthog-js flushes what it still queues with navigator.sendBeacon
   // on pagehide.
@@ -248,7 +290,10 @@ try {
       anon_distinct_id: anonDistinctId,
       identified_distinct_id: identifiedDistinctId,
       requests,
+      sdk_compression: sdkCompression,
       page_errors: pageErrors,
+      http_errors: httpErrors,
+      console_errors: consoleErrors,
     }),
   );
 } finally {

@@ -2,8 +2,10 @@
 //! loads) on a page served from a second localhost origin, in headless Debian
 //! Chromium driven by `playwright-core`, by `tests/e2e/browser/drive_posthog_js.mjs`.
 //! Every request is a real cross-origin one (CORS, a preflight for JSON bodies),
-//! encoded however posthog-js chooses (gzip, JSON, and base64 for the sendBeacon on
-//! page unload); the user-agent properties are left to Tally to parse.
+//! encoded however posthog-js chooses; the user-agent properties are left to Tally to
+//! parse. posthog-js also fetches its remote config (`/array/<key>/config.js`) from
+//! Tally: the test checks that it is answered, that nothing the page asked for failed,
+//! and that posthog-js, told that Tally decodes `gzip-js`, gzips every capture.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -68,18 +70,37 @@ fn posthog_js_in_chromium_delivers_enriched_events_and_merges_the_visitor() {
     assert_eq!(summary["identified_distinct_id"], json!("web-user-b1"));
     assert_eq!(summary["page_errors"], json!([]), "the page threw");
 
+    // What the page saw fail: no 4xx/5xx on any of its requests (the remote config
+    // script included), no failed request, no console error (posthog-js logs a failed
+    // config or flags request there).
+    assert_eq!(
+        summary["http_errors"],
+        json!([]),
+        "requests failed in the page"
+    );
+    assert_eq!(
+        summary["console_errors"],
+        json!([]),
+        "the page logged errors"
+    );
+    // posthog-js adopted the compression the remote config offered.
+    assert_eq!(summary["sdk_compression"], json!("gzip-js"), "{summary}");
+
     // The wire, as the driver's tap between the browser and Tally saw it; logged for
     // the reader of the test output (which encodings posthog-js chose).
     let requests = summary["requests"].as_array().expect("requests");
     let mut wire_uuids: Vec<&str> = Vec::new();
+    let mut config_answered_ms: Option<u64> = None;
     for r in requests {
         eprintln!(
-            "posthog-js {sdk_version} in Chromium {browser_version}: {} {}{} \
-             content-type={} body={} -> {} cors={} events={}",
+            "posthog-js {sdk_version} in Chromium {browser_version}: {} {}{} ({}) \
+             content-type={} compression={} body={} -> {} cors={} events={}",
             r["method"].as_str().unwrap_or("?"),
             r["path"].as_str().unwrap_or("?"),
             r["query"].as_str().unwrap_or(""),
+            r["kind"].as_str().unwrap_or("?"),
             r["content_type"],
+            r["compression"],
             r["body_encoding"],
             r["status"],
             r["cors_allow_origin"],
@@ -97,13 +118,36 @@ fn posthog_js_in_chromium_delivers_enriched_events_and_merges_the_visitor() {
             assert_eq!(r["cors_allow_origin"], json!(site), "CORS on {r}");
             continue;
         }
-        if events.is_empty() {
-            // Remote config and /flags, which Tally does not serve (404): posthog-js
-            // carries on without them.
-            assert!(r["path"] != json!("/e/"), "a capture with no events: {r}");
+        if r["kind"] != json!("capture") {
+            // Remote config and flags: answered, with CORS. The config script is a
+            // plain `<script src>` load, which sends no Origin and gets `*`.
+            assert_eq!(r["status"], json!(200), "{r}");
+            let allowed = if r["origin"].is_null() {
+                json!("*")
+            } else {
+                json!(site)
+            };
+            assert_eq!(r["cors_allow_origin"], allowed, "CORS on {r}");
+            if r["method"] == json!("POST") {
+                // The flags request posthog-js sends after identify: gzip like captures.
+                assert_eq!(
+                    r["compression"],
+                    json!("gzip"),
+                    "flags body not gzipped: {r}"
+                );
+            }
+            if r["kind"] == json!("remote_config") {
+                let answered = r["answered_ms"].as_u64().expect("answered_ms");
+                config_answered_ms = Some(config_answered_ms.map_or(answered, |t| t.min(answered)));
+            }
             continue;
         }
+        assert!(!events.is_empty(), "a capture with no events: {r}");
         assert_eq!(r["status"], json!(200), "capture refused: {r}");
+        // posthog-js starts out with gzip and keeps it once the config confirms it, so
+        // every capture is gzip — the unload sendBeacon too, which falls back to base64
+        // only when posthog-js has no compression (as it had when the config was 404).
+        assert_eq!(r["compression"], json!("gzip"), "capture not gzipped: {r}");
         assert_eq!(r["origin"], json!(site), "captures are cross-origin: {r}");
         assert_eq!(r["cors_allow_origin"], json!(site), "CORS on {r}");
         assert!(r.get("decode_error").is_none(), "{r}");
@@ -116,6 +160,30 @@ fn posthog_js_in_chromium_delivers_enriched_events_and_merges_the_visitor() {
             wire_uuids.push(e["uuid"].as_str().expect("posthog-js sends a uuid"));
         }
     }
+
+    let config_answered_ms =
+        config_answered_ms.expect("posthog-js never fetched its remote config");
+    // The config says `hasFeatureFlags: false`, so posthog-js skips flags at start-up,
+    // but `identify()` reloads them: one `/flags/?v=2`, answered above with no flags.
+    assert!(
+        requests
+            .iter()
+            .any(|r| r["kind"] == json!("flags") && r["status"] == json!(200)),
+        "posthog-js's flags reload after identify did not reach Tally: {requests:#?}"
+    );
+    let captures_after_config = requests
+        .iter()
+        .filter(|r| r["kind"] == json!("capture") && r["method"] == json!("POST"))
+        .filter(|r| {
+            r["arrived_ms"]
+                .as_u64()
+                .is_some_and(|t| t > config_answered_ms)
+        })
+        .count();
+    assert!(
+        captures_after_config > 0,
+        "no capture was sent after the remote config arrived: {requests:#?}"
+    );
 
     let events = export_events(dir.path(), "web");
     let web: Vec<&Value> = events
