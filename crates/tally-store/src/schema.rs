@@ -474,6 +474,39 @@ pub fn adapt_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatc
     )?)
 }
 
+/// [`sort_batch`] over several batches of one schema, into one batch. Only the sort
+/// keys are concatenated; rows are gathered straight from the inputs, so the wide
+/// columns (the properties JSON above all) are copied once rather than concatenated
+/// and then taken (the two copies were ~5 % of the server's CPU at full ingest).
+pub fn sort_batches(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    match batches {
+        [] => return Ok(RecordBatch::new_empty(schema.clone())),
+        [one] => return sort_batch(one),
+        _ => {}
+    }
+    let mut keys = Vec::with_capacity(3);
+    for name in [columns::DISTINCT_ID, columns::TIMESTAMP, columns::UUID] {
+        let parts = batches
+            .iter()
+            .map(|b| b.column_by_name(name).map(|c| c.as_ref()))
+            .collect::<Option<Vec<&dyn arrow::array::Array>>>()
+            .ok_or_else(|| Error::unexpected("record batch", format!("no column {name}")))?;
+        keys.push(SortColumn {
+            values: arrow::compute::concat(&parts)?,
+            options: None,
+        });
+    }
+    let order = lexsort_to_indices(&keys, None)?;
+    // Global row number -> (input batch, row in it).
+    let mut origin = Vec::with_capacity(order.len());
+    for (i, b) in batches.iter().enumerate() {
+        origin.extend((0..b.num_rows()).map(|row| (i, row)));
+    }
+    let picks: Vec<(usize, usize)> = order.values().iter().map(|&g| origin[g as usize]).collect();
+    let inputs: Vec<&RecordBatch> = batches.iter().collect();
+    Ok(arrow::compute::interleave_record_batch(&inputs, &picks)?)
+}
+
 /// Sorts a batch by `(distinct_id, timestamp, uuid)`: the order funnels and retention
 /// walk a person's events in, with uuid as a tiebreak so the order is total.
 pub fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch> {
@@ -699,5 +732,43 @@ mod tests {
         let sorted = batch_to_events(&sort_batch(&batch).unwrap()).unwrap();
         let order: Vec<u128> = sorted.iter().map(|e| e.uuid.as_u128()).collect();
         assert_eq!(order, vec![2, 3, 1]);
+    }
+
+    proptest::proptest! {
+        /// Sorting several batches at once gives exactly what sorting their
+        /// concatenation gives (rows, order and every column).
+        #[test]
+        fn sorting_batches_equals_sorting_their_concatenation(
+            rows in proptest::collection::vec((0u8..4, 0i64..5, 0u128..1000), 0..40),
+            cuts in proptest::collection::vec(0usize..40, 0..4),
+        ) {
+            let events: Vec<Event> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, &(person, ts, id))| {
+                    let mut e = event(id * 100 + i as u128, json!({"n": i, "s": format!("v{i}")}));
+                    e.distinct_id = format!("p{person}");
+                    e.timestamp = ts;
+                    e
+                })
+                .collect();
+            let mut bounds: Vec<usize> = cuts.into_iter().filter(|&c| c <= events.len()).collect();
+            bounds.extend([0, events.len()]);
+            bounds.sort_unstable();
+            bounds.dedup();
+            let catalog = PropertyCatalog::default();
+            let schema = events_schema(&[] as &[String]);
+            let batches: Vec<RecordBatch> = bounds
+                .windows(2)
+                .map(|w| {
+                    let b = events_to_batch(events[w[0]..w[1]].iter().map(|e| (e, None)), &catalog).unwrap();
+                    adapt_batch(&b, &schema).unwrap()
+                })
+                .collect();
+            let together = arrow::compute::concat_batches(&schema, &batches).unwrap();
+            let expected = sort_batch(&together).unwrap();
+            let actual = sort_batches(&schema, &batches).unwrap();
+            proptest::prop_assert_eq!(actual, expected);
+        }
     }
 }

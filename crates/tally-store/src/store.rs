@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow::array::{Array, Int64Array, RecordBatch};
-use arrow::compute::concat_batches;
 use datafusion::prelude::SessionContext;
 use parking_lot::{Mutex, RwLock};
 use tally_core::time::now_micros;
@@ -35,7 +34,7 @@ use crate::manifest::{
 use crate::query::{EventsTable, TenantSnapshot, session_with};
 use crate::schema::{
     PropertyCatalog, TypeCounts, adapt_batch, batch_to_events, count_properties, events_schema,
-    parse_property_column, property_columns_of, sort_batch,
+    parse_property_column, property_columns_of, sort_batches,
 };
 
 /// What `apply` did with a batch.
@@ -726,7 +725,7 @@ impl Inner {
                     .iter()
                     .map(|b| adapt_batch(b, &schema))
                     .collect::<Result<Vec<_>>>()?;
-                let sorted = sort_batch(&concat_batches(&schema, &adapted)?)?;
+                let sorted = sort_batches(&schema, &adapted)?;
                 let mut writer = RollingWriter::new(
                     &self.root,
                     &self.config,
