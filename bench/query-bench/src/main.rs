@@ -17,6 +17,12 @@
 //! (`run FILE`, `reset_peak`, `peak`, `quit`), one JSON line per answer, so the
 //! benchmark driver can interleave Tally with the other engines query by query.
 //!
+//! With `--sql FILE` it runs raw SQL statements (separated by `;` at a line end) on a
+//! session holding the tenant's events and identity map under the compiler's names
+//! (`tenant_<id>_events`, `tenant_<id>_person_map`), with the engine's memory limit and
+//! partitions, and prints each one's time and output: `EXPLAIN ANALYZE` of a compiled
+//! statement, or a variant of it, shows where a query's time goes.
+//!
 //! It owns no query semantics (tally-query), SQL (tally-sql) or execution
 //! (tally-engine); it only times them.
 
@@ -72,6 +78,9 @@ struct Args {
     /// Read commands from standard input instead of running the files.
     #[arg(long)]
     serve: bool,
+    /// Run the SQL statements of this file instead (see the crate doc).
+    #[arg(long)]
+    sql: Option<PathBuf>,
     /// Query files (one-shot mode).
     files: Vec<PathBuf>,
 }
@@ -345,11 +354,108 @@ async fn serve(args: &Args, engine: &Engine, out: &mut impl Write) -> anyhow::Re
     Ok(())
 }
 
+/// Splits a SQL file into statements at `;` ending a line; `--` comment lines are
+/// dropped.
+fn split_statements(text: &str) -> Vec<String> {
+    let mut statements = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("--") {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.trim_end().ends_with(';') {
+            let statement = current.trim().trim_end_matches(';').trim().to_string();
+            if !statement.is_empty() {
+                statements.push(statement);
+            }
+            current.clear();
+        }
+    }
+    if !current.trim().is_empty() {
+        statements.push(current.trim().to_string());
+    }
+    statements
+}
+
+/// `--sql`: runs raw statements on the tenant's events and identity map.
+async fn run_sql(args: &Args, path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    use datafusion::arrow::array::{RecordBatch, StringBuilder};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+    use tally_sql::DataFusionDialect;
+
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the SQL file {}", path.display()))?;
+    let statements = split_statements(&text);
+    if statements.is_empty() {
+        bail!("{} holds no SQL statement", path.display());
+    }
+    let tenant = TenantId(args.tenant);
+    let meta = SqliteMeta::open(&args.data_dir.join("meta.sqlite"))
+        .await
+        .context("opening the metadata database")?;
+    let store = EmbeddedStore::open(StoreConfig::new(args.data_dir.join("store")))
+        .await
+        .context("opening the columnar store")?;
+    let (_, pairs) = IdentitySource::distinct_id_map(&meta, tenant)
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the identity map: {e}"))?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("distinct_id", DataType::Utf8, false),
+        Field::new("person_id", DataType::Utf8, false),
+    ]));
+    let mut ids = StringBuilder::new();
+    let mut persons = StringBuilder::new();
+    for (d, p) in &pairs {
+        ids.append_value(d);
+        persons.append_value(p);
+    }
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(ids.finish()), Arc::new(persons.finish())],
+    )?;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(args.memory_limit_bytes, 1.0)
+        .build_arc()?;
+    let config = SessionConfig::new().with_target_partitions(args.partitions.max(1));
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    ctx.register_table(
+        DataFusionDialect::events_table_name(tenant),
+        Arc::new(store.events_table(tenant)?),
+    )?;
+    ctx.register_table(
+        DataFusionDialect::person_map_table_name(tenant),
+        Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
+    )?;
+    for statement in statements {
+        let started = Instant::now();
+        let batches = ctx.sql(&statement).await?.collect().await?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        writeln!(
+            out,
+            "-- {ms:.0} ms: {}",
+            statement.lines().next().unwrap_or("")
+        )?;
+        writeln!(out, "{}", pretty_format_batches(&batches)?)?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = &args.sql {
+        let _lock = lock_data_dir(&args.data_dir)?;
+        let stdout = std::io::stdout();
+        return run_sql(&args, path, &mut stdout.lock()).await;
+    }
     if !args.serve && args.files.is_empty() {
-        bail!("give query files to run, or --serve");
+        bail!("give query files to run, --serve or --sql FILE");
     }
     if !args.serve && args.runs == 0 {
         bail!("--runs must be at least 1");
@@ -404,6 +510,16 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, 5);
+    }
+
+    #[test]
+    fn sql_files_split_into_statements() {
+        let text = "-- a comment\nSELECT 1;\nSELECT ';'\n  FROM t;\n\nEXPLAIN SELECT 2";
+        assert_eq!(
+            split_statements(text),
+            vec!["SELECT 1", "SELECT ';'\n  FROM t", "EXPLAIN SELECT 2"]
+        );
+        assert!(split_statements("-- only\n\n").is_empty());
     }
 
     #[test]
