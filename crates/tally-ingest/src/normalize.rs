@@ -192,6 +192,18 @@ fn compact_json_len(value: &Value, limit: usize) -> Option<usize> {
         match value {
             Value::Null => add(total, 4, limit),
             Value::Bool(b) => add(total, if *b { 4 } else { 5 }, limit),
+            Value::Number(n) if n.is_u64() || n.is_i64() => {
+                // Integers: digits (and a sign), as itoa writes them.
+                let (negative, magnitude) = match n.as_u64() {
+                    Some(u) => (false, u),
+                    None => {
+                        let i = n.as_i64().unwrap_or(0);
+                        (i < 0, i.unsigned_abs())
+                    }
+                };
+                let digits = magnitude.checked_ilog10().map_or(1, |d| d as usize + 1);
+                add(total, usize::from(negative) + digits, limit)
+            }
             Value::Number(n) => {
                 let mut counter = SizeCounter {
                     written: 0,
