@@ -74,6 +74,7 @@ impl EmbeddedStore {
             let key = job.key;
             let level = job.output_level;
             let input_files = job.inputs.len();
+            tracing::info!(tenant = %key.0, level, input_files, generation = self.inner.state.read().generation, "partition compaction started");
             // The merge mixes async DataFusion streams with blocking file writes and
             // fsyncs; running it on a blocking thread keeps the runtime's workers free.
             let outcome = match blocking(move || handle.block_on(inner.run_job(job))).await {

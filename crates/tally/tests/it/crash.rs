@@ -1,30 +1,269 @@
 //! The crash test: acknowledged events survive SIGKILL exactly once.
 //!
 //! A client sends 200,000 events in batches and retries every failure with the same
-//! event ids, while the server is killed with SIGKILL at random moments at least ten
-//! times. Flushes and compactions run every few hundred milliseconds, so kills land in
-//! the middle of them too. Afterwards every acknowledged event is stored exactly once
-//! and nothing is stored that was not sent.
+//! event ids, while the server is killed with SIGKILL at least ten times at random
+//! moments and, in between, the moment its log says a partition compaction started.
+//! A compaction kill counts only if the manifest on disk afterwards still has the
+//! generation the start line reported: the compaction holds the publish lock, so that
+//! proves the kill landed between the compaction's start and its publish; at least
+//! three must. Afterwards every acknowledged event is stored exactly once, nothing is
+//! stored that was not sent, and the restart removed exactly the files the kills
+//! orphaned (unpublished compaction and flush outputs), leaving only what the manifest
+//! lists.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
-use serde_json::json;
+use serde_json::{Value, json};
+use tally_store::Manifest;
 
-use crate::harness::{Server, create_tenant, export_events};
+use crate::harness::{create_tenant, export_events, free_port, tally_bin};
 
 const EVENTS: usize = 200_000;
 const BATCH: usize = 500;
 const MIN_KILLS: usize = 10;
+/// Kills proven to land between a compaction's start and its publish.
+const MIN_COMPACTION_KILLS: usize = 3;
+const COMPACTION_STARTED: &str = "partition compaction started";
+const ORPHANS_REMOVED: &str = "removed files not listed in the manifest";
+
+/// A `tally serve` whose JSON log (store events at INFO, the rest at WARN) the test
+/// reads line by line while it runs.
+struct LoggedServer {
+    child: Child,
+    port: u16,
+    data_dir: PathBuf,
+    extra: Vec<String>,
+    log: mpsc::Receiver<Value>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    /// Files the store removed on start-up because no manifest listed them, summed
+    /// over every start whose log has been read.
+    orphans_removed: u64,
+}
+
+impl LoggedServer {
+    fn start(data_dir: &Path, extra: &[&str]) -> LoggedServer {
+        let port = free_port();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, log, reader) = spawn_logged(data_dir, port, &extra);
+        let mut server = LoggedServer {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            extra,
+            log,
+            reader: Some(reader),
+            orphans_removed: 0,
+        };
+        server.wait_ready(Duration::from_secs(60));
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tally serve exited during start-up: {status}");
+            }
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let req = format!(
+                    "GET /readyz HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                    self.port
+                );
+                if stream.write_all(req.as_bytes()).is_ok() {
+                    let mut buf = String::new();
+                    let _ = stream.read_to_string(&mut buf);
+                    if buf.starts_with("HTTP/1.1 200") {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tally serve did not become ready within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The next log event with `message`, waiting at most `timeout`.
+    fn wait_for(&mut self, message: &str, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let event = self.log.recv_timeout(left).ok()?;
+            self.note(&event);
+            if event["message"] == message {
+                return Some(event);
+            }
+        }
+    }
+
+    fn note(&mut self, event: &Value) {
+        if event["message"] == ORPHANS_REMOVED {
+            self.orphans_removed += event["removed"].as_u64().expect("removed count");
+        }
+    }
+
+    /// Reads the exited process's log to its end.
+    fn drain_log(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("log reader");
+        }
+        while let Ok(event) = self.log.try_recv() {
+            self.note(&event);
+        }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.drain_log();
+    }
+
+    /// SIGTERM and wait for a graceful exit (flushes and finishes a running compaction).
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    assert!(
+                        status.success(),
+                        "tally serve exited with {status} on SIGTERM"
+                    );
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => panic!("tally serve did not stop within 60s of SIGTERM"),
+            }
+        }
+        self.drain_log();
+    }
+
+    /// Starts the server again on the same port and data directory.
+    fn restart(&mut self) {
+        let (child, log, reader) = spawn_logged(&self.data_dir, self.port, &self.extra);
+        self.child = child;
+        self.log = log;
+        self.reader = Some(reader);
+        self.wait_ready(Duration::from_secs(120));
+    }
+}
+
+impl Drop for LoggedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_logged(
+    data_dir: &Path,
+    port: u16,
+    extra: &[String],
+) -> (Child, mpsc::Receiver<Value>, std::thread::JoinHandle<()>) {
+    let mut child = Command::new(tally_bin())
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
+        .env("TALLY_LOG", "warn,tally_store=info")
+        .env("TALLY_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning tally serve");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (send, log) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            match serde_json::from_str::<Value>(&line) {
+                Ok(event) => {
+                    // Warnings and errors stay visible, as with an inherited stderr.
+                    if event["level"] != "INFO" {
+                        eprintln!("{line}");
+                    }
+                    let _ = send.send(event);
+                }
+                Err(_) => eprintln!("{line}"),
+            }
+        }
+    });
+    (child, log, reader)
+}
+
+/// Files in the store directory that its manifest does not list: temporary files and
+/// unlisted Parquet files under `events/`, and a `manifest.json.tmp` (what the store
+/// removes when it opens). Also checks that every listed file exists.
+fn orphans(store_dir: &Path) -> BTreeSet<PathBuf> {
+    let manifest = Manifest::load(store_dir)
+        .expect("readable manifest")
+        .expect("a manifest");
+    let live = manifest.live_paths();
+    let mut found = BTreeSet::new();
+    let manifest_tmp = PathBuf::from("manifest.json.tmp");
+    if store_dir.join(&manifest_tmp).exists() {
+        found.insert(manifest_tmp);
+    }
+    let mut stack = vec![store_dir.join("events")];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry.expect("directory entry");
+            let path = entry.path();
+            if entry.file_type().expect("file type").is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let relative = path
+                .strip_prefix(store_dir)
+                .expect("under the store")
+                .to_path_buf();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".tmp") || (name.ends_with(".parquet") && !live.contains(&relative)) {
+                found.insert(relative);
+            }
+        }
+    }
+    for listed in &live {
+        assert!(
+            store_dir.join(listed).is_file(),
+            "listed in the manifest but missing: {listed:?}"
+        );
+    }
+    found
+}
 
 #[test]
 fn acknowledged_events_survive_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let (_, write_key, _) = create_tenant(dir.path(), "crash");
-    let mut server = Server::start(
+    let mut server = LoggedServer::start(
         dir.path(),
         &[
             "--flush-interval-ms",
@@ -62,10 +301,9 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
         .collect();
     let batches = bodies.len();
 
-    let done = Arc::new(AtomicBool::new(false));
     let acked: Arc<parking_lot::Mutex<HashSet<usize>>> = Default::default();
     let client = {
-        let (done, acked) = (done.clone(), acked.clone());
+        let acked = acked.clone();
         let write_key = write_key.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -125,25 +363,81 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
                     w.await.unwrap();
                 }
             });
-            done.store(true, Ordering::SeqCst);
         })
     };
 
-    // Kill at random moments. The server lives 0.1-1.5 s after each start, so kills
-    // land during requests, flushes (every 300 ms) and compactions (every 500 ms), and
-    // they go on until the client is done and at least MIN_KILLS have happened.
+    // Every other kill is aimed: it waits for a compaction to start and kills at once
+    // or a few milliseconds later (to land in the merge, the output write or its
+    // fsync). The others come at random moments 0.1-1.5 s after a start, so they land
+    // during requests, flushes (every 300 ms) and compactions (every 500 ms). Kills go
+    // on until the client is done and both minimums are met.
     let mut rng = rand::rng();
-    let mut kills = 0;
-    while !done.load(Ordering::SeqCst) || kills < MIN_KILLS {
-        std::thread::sleep(Duration::from_millis(rng.random_range(100..1500)));
-        server.kill();
+    let (mut kills, mut compaction_kills, mut aimed_attempts) = (0usize, 0usize, 0usize);
+    while !client.is_finished() || kills < MIN_KILLS || compaction_kills < MIN_COMPACTION_KILLS {
+        let aimed = kills % 2 == 1;
+        if aimed {
+            aimed_attempts += 1;
+            assert!(
+                aimed_attempts <= 40,
+                "only {compaction_kills} of {aimed_attempts} aimed kills landed inside a compaction"
+            );
+            if let Some(started) = server.wait_for(COMPACTION_STARTED, Duration::from_secs(3)) {
+                if rng.random_bool(0.5) {
+                    std::thread::sleep(Duration::from_millis(rng.random_range(1..15)));
+                }
+                server.kill();
+                let generation = started["generation"].as_u64().expect("generation");
+                let on_disk = Manifest::load(&server.store_dir())
+                    .expect("readable manifest")
+                    .expect("a manifest")
+                    .generation;
+                // The compaction holds the publish lock from before its start line to
+                // after its publish, so nothing else can have published since.
+                assert!(on_disk >= generation, "manifest went back in time");
+                if on_disk == generation {
+                    compaction_kills += 1;
+                }
+            } else {
+                // No compaction started (nothing left to merge): an ordinary kill.
+                server.kill();
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.random_range(100..1500)));
+            server.kill();
+        }
         kills += 1;
         server.restart();
     }
     client.join().expect("client thread");
-    // One last kill with no chance to flush, then read what is on disk.
+    // One last kill with no chance to flush.
     server.kill();
     assert!(kills >= MIN_KILLS, "only {kills} kills");
+    assert!(
+        compaction_kills >= MIN_COMPACTION_KILLS,
+        "only {compaction_kills} kills inside a compaction"
+    );
+
+    // The restart removes exactly what the last kill orphaned, and after it (and a
+    // graceful stop) the store holds exactly the files its manifest lists.
+    let orphaned = orphans(&server.store_dir());
+    let removed_before = server.orphans_removed;
+    server.restart();
+    server.stop();
+    assert_eq!(
+        server.orphans_removed - removed_before,
+        orphaned.len() as u64,
+        "the restart should remove exactly the orphans {orphaned:?}"
+    );
+    let left = orphans(&server.store_dir());
+    assert!(
+        left.is_empty(),
+        "files the manifest does not list: {left:?}"
+    );
+    eprintln!(
+        "crash test: {kills} kills, {compaction_kills} inside a compaction \
+         ({aimed_attempts} aimed), {} orphaned files removed on restarts",
+        server.orphans_removed
+    );
 
     let acked = acked.lock().clone();
     assert_eq!(
