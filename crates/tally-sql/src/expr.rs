@@ -1,5 +1,6 @@
-//! Expressions shared by every query kind: the tenant-scoped `FROM` clause with the
-//! identity join, property values, filters and event matchers, breakdown columns.
+//! Expressions shared by every query kind: the tenant-scoped `FROM` clause (with the
+//! identity join when the statement reads a person), property values, filters and
+//! event matchers, breakdown columns.
 //!
 //! A property value is rendered as up to four nullable expressions, one per JSON type
 //! class (string, number, boolean, array-or-object), exactly as the store splits them
@@ -83,11 +84,15 @@ impl ValueExprs {
 pub(crate) const BREAKDOWN_SUFFIXES: [&str; 4] = ["s", "n", "b", "o"];
 
 /// Compiles expressions for one tenant's query; remembers which optional relations
-/// (persons) the expressions used so that [`Scoped::scoped_source`] joins them.
+/// (the identity map, persons) the expressions used so that [`Scoped::scoped_source`]
+/// joins exactly those.
 pub(crate) struct Scoped<'a> {
     pub dialect: &'a dyn Dialect,
     pub catalog: &'a PropertyCatalog,
     pub tenant: TenantId,
+    /// [`Scoped::person`] was called: the statement reads the identity map.
+    reads_person: Cell<bool>,
+    /// A person property was compiled: the statement reads the persons relation.
     uses_persons: Cell<bool>,
 }
 
@@ -97,6 +102,7 @@ impl<'a> Scoped<'a> {
             dialect,
             catalog,
             tenant,
+            reads_person: Cell::new(false),
             uses_persons: Cell::new(false),
         }
     }
@@ -115,7 +121,10 @@ impl<'a> Scoped<'a> {
     }
 
     /// The event's person: its distinct id's mapped person, or the distinct id itself.
+    /// Marks the statement as reading the identity map: call it before
+    /// [`Scoped::scoped_source`].
     pub fn person(&self) -> String {
+        self.reads_person.set(true);
         format!(
             "coalesce({}, {})",
             self.col("pm", "person_id"),
@@ -137,9 +146,15 @@ impl<'a> Scoped<'a> {
         out
     }
 
-    /// `FROM` the tenant's events joined to its identity map (and persons, if any
-    /// expression compiled so far used them) `WHERE` the tenant restriction and
-    /// `conditions` all hold. Call after compiling every expression of the statement.
+    /// `FROM` the tenant's events `WHERE` the tenant restriction and `conditions` all
+    /// hold, joined to the identity map if any expression compiled so far read a person
+    /// ([`Scoped::person`], or a person property, whose join goes through the person)
+    /// and to the persons relation if one read a person property. Call after compiling
+    /// every expression of the statement.
+    ///
+    /// The map is left out otherwise because joining it is most of the cost of a
+    /// statement that never reads it (hashing every event's `distinct_id`), and its
+    /// key is unique, so the `LEFT JOIN` neither adds nor drops an event row.
     pub fn scoped_source(&self, conditions: &[String]) -> String {
         let d = self.dialect;
         let scoped_on = |rel: &TenantRelation, alias: &str| -> String {
@@ -148,17 +163,21 @@ impl<'a> Scoped<'a> {
                 .map(|p| format!(" AND {}", p.replace("{alias}", alias)))
                 .unwrap_or_default()
         };
+        let uses_persons = self.uses_persons.get();
+        let reads_map = self.reads_person.get() || uses_persons;
         let events = d.events_relation(self.tenant);
-        let map = d.person_map_relation(self.tenant);
-        let mut sql = format!(
-            "FROM {} AS e LEFT JOIN {} AS pm ON {} = {}{}",
-            events.table,
-            map.table,
-            self.col("pm", "distinct_id"),
-            self.col("e", "distinct_id"),
-            scoped_on(&map, "pm"),
-        );
-        if self.uses_persons.get() {
+        let mut sql = format!("FROM {} AS e", events.table);
+        if reads_map {
+            let map = d.person_map_relation(self.tenant);
+            sql.push_str(&format!(
+                " LEFT JOIN {} AS pm ON {} = {}{}",
+                map.table,
+                self.col("pm", "distinct_id"),
+                self.col("e", "distinct_id"),
+                scoped_on(&map, "pm"),
+            ));
+        }
+        if uses_persons {
             let persons = d.persons_relation(self.tenant);
             sql.push_str(&format!(
                 " LEFT JOIN {} AS pp ON {} = {}{}",

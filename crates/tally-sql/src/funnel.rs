@@ -476,6 +476,8 @@ impl FunnelPlan<'_> {
         if q.order != FunnelOrder::Strict {
             conds.push(join_bool(&any, "OR"));
         }
+        // Before `scoped_source`: reading the person is what joins the identity map.
+        let person = s.person();
         let from = s.scoped_source(&conds);
         let (row_col, first_touch) = match &row {
             Some(row) => {
@@ -500,7 +502,6 @@ impl FunnelPlan<'_> {
         let rows = format!(
             "SELECT {ts} AS ts, {person} AS person_id, CAST({mask} AS BIGINT) AS mask{row_col} {from}",
             ts = s.ts(),
-            person = s.person(),
             mask = parts.join(" + "),
         );
         let spec = s.lit(&self.spec.encode());

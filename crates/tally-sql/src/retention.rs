@@ -374,6 +374,8 @@ impl RetentionPlan<'_> {
             conds.push(global);
         }
         conds.push(format!("({is_start} OR {is_return})"));
+        // Before `scoped_source`: reading the person is what joins the identity map.
+        let person = s.person();
         let from = s.scoped_source(&conds);
         let ts = s.ts();
         let (uuid, row) = match row {
@@ -385,7 +387,6 @@ impl RetentionPlan<'_> {
             "SELECT {ts} AS ts, {person} AS person_id, {period} AS period, \
              CAST(CASE WHEN {is_start} THEN {START_BIT} ELSE 0 END + CASE WHEN {is_return} THEN {RETURN_BIT} ELSE 0 END AS BIGINT) AS mask, \
              {uuid} AS uuid, {row} AS row_index {from}",
-            person = s.person(),
             period = self.period_expr(&ts),
         );
         let per_person = format!(

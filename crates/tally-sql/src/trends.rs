@@ -71,6 +71,17 @@ impl PeriodPlan {
         format!("CAST({sql} AS BIGINT)")
     }
 
+    /// Whether `windows` (one per bucket, from [`PeriodPlan::active_windows`]) are
+    /// exactly the buckets: window `i` is `[start of bucket i, its end clipped to the
+    /// range)`. Then the windows tile `[first bucket's start, range end)` and an
+    /// event's window is its bucket, found by [`PeriodPlan::bucket_expr`].
+    fn windows_are_buckets(&self, windows: &[(i64, i64)]) -> bool {
+        windows.len() == self.buckets.len()
+            && windows.iter().zip(self.buckets.iter().zip(&self.ends)).all(
+                |(&(lo, hi), (bucket, &end))| lo == bucket.start && hi == end.min(self.range.end),
+            )
+    }
+
     /// The trailing window `[lo, hi)` of each bucket for DAU/WAU/MAU over `days`.
     fn active_windows(
         &self,
@@ -263,13 +274,20 @@ impl TrendsPlan<'_> {
             _ => "CAST(0 AS BIGINT)".to_string(),
         };
         let ts = s.ts();
-        let person = s.person();
         let double = d.double_type();
         let suffix = d.statement_suffix();
 
         if let Some(days) = sr.math.active_days() {
             return self.active_sql(&s, period, days, matcher, &row);
         }
+        // Only maths over persons read the person (and so join the identity map):
+        // totals and property maths never look at who did the event.
+        let person = match &sr.math {
+            Math::UniquePersons | Math::PerPerson { .. } => {
+                format!(", {} AS person_id", s.person())
+            }
+            _ => String::new(),
+        };
         let bucket = period.bucket_expr(&ts);
         let value = match &sr.math {
             Math::Property { property, .. } => s
@@ -282,7 +300,7 @@ impl TrendsPlan<'_> {
         conds.push(matcher);
         let from = s.scoped_source(&conds);
         let inner = format!(
-            "SELECT {bucket} AS bucket_index, {row} AS row_index, {person} AS person_id, {value} AS x {from}"
+            "SELECT {bucket} AS bucket_index, {row} AS row_index{person}, {value} AS x {from}"
         );
         let agg_x = |agg: PropertyAggregation| match agg {
             PropertyAggregation::Sum => "SUM(x)".to_string(),
@@ -321,7 +339,14 @@ impl TrendsPlan<'_> {
         })
     }
 
-    /// DAU/WAU/MAU: each event joins the buckets whose trailing window holds it.
+    /// DAU/WAU/MAU: distinct persons per bucket over the bucket's trailing window.
+    ///
+    /// When every bucket's window is exactly the bucket (DAU on daily buckets, WAU on
+    /// weekly ones, the first bucket starting on its period's start) each event
+    /// belongs to one window, its bucket, and this is `unique_persons` with the first
+    /// bucket read from its period's start. Otherwise windows overlap several buckets
+    /// (WAU/MAU on days, DAU on hours or weeks) and each event joins the literal
+    /// table of the windows that hold it.
     fn active_sql(
         &self,
         s: &Scoped<'_>,
@@ -342,14 +367,24 @@ impl TrendsPlan<'_> {
             .map(|w| w.0)
             .min()
             .unwrap_or(period.range.start);
+        let mut conds = s.time_bounds(Some(lo), Some(period.range.end));
+        conds.push(matcher);
+        let from = s.scoped_source(&conds);
+        if period.windows_are_buckets(&windows) {
+            // The inequality join costs events × buckets comparisons; the bucket
+            // index is one expression per event.
+            let bucket = period.bucket_expr(&ts);
+            return Ok(format!(
+                "SELECT bucket_index, row_index, CAST(COUNT(DISTINCT person_id) AS {double}) AS metric \
+                 FROM (SELECT {bucket} AS bucket_index, {row} AS row_index, {person} AS person_id {from}) t \
+                 GROUP BY bucket_index, row_index{suffix}"
+            ));
+        }
         let rows: Vec<Vec<i64>> = windows
             .iter()
             .enumerate()
             .map(|(i, (lo, hi))| vec![i as i64, *lo, *hi])
             .collect();
-        let mut conds = s.time_bounds(Some(lo), Some(period.range.end));
-        conds.push(matcher);
-        let from = s.scoped_source(&conds);
         Ok(format!(
             "SELECT w.bucket_index, t.row_index, CAST(COUNT(DISTINCT t.person_id) AS {double}) AS metric \
                  FROM (SELECT {ts} AS ts, {row} AS row_index, {person} AS person_id {from}) t \
@@ -357,5 +392,174 @@ impl TrendsPlan<'_> {
                  GROUP BY w.bucket_index, t.row_index{suffix}",
             values = d.values_table("w", &["bucket_index", "lo", "hi"], &rows),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DataFusionDialect, PropertyCatalog};
+
+    /// 2024-01-10T12:00:00Z.
+    const NOW: i64 = 1_704_888_000_000_000;
+
+    /// Every statement of `query` (JSON), series over the current period, in the
+    /// DataFusion dialect with the tenant in `time_zone`.
+    fn statements(query: &str, time_zone: &str) -> Vec<String> {
+        let tally_query::Query::Trends(q) = serde_json::from_str(query).unwrap() else {
+            panic!("not a trends query: {query}");
+        };
+        let catalog = PropertyCatalog::new();
+        let ctx = CompileContext {
+            now: NOW,
+            tenant_time_zone: Some(time_zone),
+            catalog: &catalog,
+        };
+        let plan = compile_trends(&q, &DataFusionDialect, &ctx).unwrap();
+        let top = q.breakdown.as_ref().map(|b| {
+            vec![BreakdownKey(vec![
+                crate::PropertyValue::Null;
+                b.properties.len()
+            ])]
+        });
+        let mut out: Vec<String> = plan.ranking_sql().unwrap().into_iter().collect();
+        if let Some(top) = &top {
+            out.extend(plan.other_count_sql(top).unwrap());
+        }
+        for i in 0..q.series.len() {
+            out.push(plan.series_sql(i, &plan.current, top.as_deref()).unwrap());
+        }
+        out
+    }
+
+    fn query(math: &str, interval: &str, range: &str) -> String {
+        format!(
+            r#"{{"kind":"trends","scope":{{"tenant":3}},"date_range":{range},"interval":"{interval}",
+               "series":[{{"event":"$pageview","math":{math}}}]}}"#
+        )
+    }
+
+    const DST_WEEK: &str = r#"{"type":"absolute","from":"2023-10-23","to":"2023-10-31"}"#;
+    /// Two whole weeks (Monday to Sunday), the first with the end of summer time.
+    const TWO_WEEKS: &str = r#"{"type":"absolute","from":"2023-10-23","to":"2023-11-05"}"#;
+
+    #[test]
+    fn statements_join_the_identity_map_only_when_they_read_a_person() {
+        let by_event_property = r#"{"kind":"trends","scope":{"tenant":3},
+            "date_range":{"type":"last","count":7,"unit":"day"},
+            "series":[{"event":"$pageview"},
+                      {"event":"buy","math":{"type":"property","aggregation":"sum","property":{"source":"event","key":"amount"}}},
+                      {"event":"buy","math":{"type":"property","aggregation":"p90","property":{"source":"event","key":"amount"}}}],
+            "breakdown":{"properties":[{"source":"event","key":"$browser"}]}}"#;
+        let stmts = statements(by_event_property, "UTC");
+        assert_eq!(stmts.len(), 5);
+        for stmt in &stmts {
+            assert!(!stmt.contains("person_map"), "{stmt}");
+            assert!(!stmt.contains("pm."), "{stmt}");
+        }
+
+        let reading_persons = [
+            r#"{"type":"unique_persons"}"#,
+            r#"{"type":"per_person","aggregation":"median"}"#,
+            r#"{"type":"dau"}"#,
+            r#"{"type":"mau"}"#,
+        ];
+        for math in reading_persons {
+            let q = query(math, "day", DST_WEEK);
+            for stmt in statements(&q, "UTC") {
+                assert!(
+                    stmt.contains("LEFT JOIN tenant_3_person_map AS pm ON"),
+                    "{math}: {stmt}"
+                );
+            }
+        }
+
+        // A person property reaches the persons relation through the person.
+        let person_filter = r#"{"kind":"trends","scope":{"tenant":3},
+            "date_range":{"type":"last","count":7,"unit":"day"},
+            "series":[{"event":"$pageview"}],
+            "filters":[{"type":"property","property":{"source":"person","key":"plan"},"operator":"equals","value":"pro"}],
+            "breakdown":{"properties":[{"source":"person","key":"plan"}]}}"#;
+        for stmt in statements(person_filter, "UTC") {
+            assert!(
+                stmt.contains("LEFT JOIN tenant_3_person_map AS pm ON")
+                    && stmt.contains("LEFT JOIN tenant_3_persons AS pp ON"),
+                "{stmt}"
+            );
+        }
+    }
+
+    #[test]
+    fn active_persons_join_the_windows_only_where_they_are_not_the_buckets() {
+        let mid_day = r#"{"type":"absolute","from":"2024-01-03T12:30","to":"2024-01-06T08:00"}"#;
+        let cases = [
+            // (math, interval, range, time zone, windows are the buckets)
+            (r#"{"type":"dau"}"#, "day", DST_WEEK, "Europe/Berlin", true),
+            (r#"{"type":"dau"}"#, "day", DST_WEEK, "UTC", true),
+            // The first window starts at midnight, before the range: so does the bucket.
+            (r#"{"type":"dau"}"#, "day", mid_day, "UTC", true),
+            (r#"{"type":"dau"}"#, "hour", DST_WEEK, "UTC", false),
+            (r#"{"type":"dau"}"#, "week", DST_WEEK, "UTC", false),
+            (r#"{"type":"wau"}"#, "day", DST_WEEK, "Europe/Berlin", false),
+            (
+                r#"{"type":"wau"}"#,
+                "week",
+                TWO_WEEKS,
+                "Europe/Berlin",
+                true,
+            ),
+            // The last week ends with the range, mid-week: its window starts before it.
+            (
+                r#"{"type":"wau"}"#,
+                "week",
+                DST_WEEK,
+                "Europe/Berlin",
+                false,
+            ),
+            (r#"{"type":"mau"}"#, "day", DST_WEEK, "UTC", false),
+            (r#"{"type":"mau"}"#, "month", DST_WEEK, "UTC", false),
+        ];
+        for (math, interval, range, tz, tiled) in cases {
+            let q = query(math, interval, range);
+            let stmts = statements(&q, tz);
+            let [stmt] = stmts.as_slice() else {
+                panic!("{stmts:?}")
+            };
+            assert_eq!(
+                !stmt.contains("CROSS JOIN"),
+                tiled,
+                "{math} by {interval} in {tz}: {stmt}"
+            );
+            assert!(stmt.contains("COUNT(DISTINCT"), "{stmt}");
+        }
+    }
+
+    #[test]
+    fn windows_are_buckets_compares_every_bucket() {
+        let calendar = Calendar::from_settings(
+            "time_zone",
+            Some("Europe/Berlin"),
+            chrono_tz::Tz::UTC,
+            tally_query::WeekStart::Monday,
+        )
+        .unwrap();
+        // 2023-10-28 ..= 2023-10-30 local: the middle day has 25 hours.
+        let range = TimeRange {
+            start: 1_698_444_000_000_000,
+            end: 1_698_706_800_000_000,
+        };
+        let plan = PeriodPlan::new(&calendar, range, Interval::Day).unwrap();
+        assert_eq!(plan.buckets.len(), 3);
+        let windows = plan.active_windows(&calendar, Interval::Day, 1);
+        assert!(plan.windows_are_buckets(&windows));
+        // The arithmetic index would be wrong across the 25-hour day: a CASE it is.
+        assert!(plan.bucket_expr("ts").starts_with("CAST(CASE"));
+
+        let mut shifted = windows.clone();
+        shifted[1].0 -= 1;
+        assert!(!plan.windows_are_buckets(&shifted));
+        assert!(!plan.windows_are_buckets(&windows[..2]));
+        let wau = plan.active_windows(&calendar, Interval::Day, 7);
+        assert!(!plan.windows_are_buckets(&wau));
     }
 }
