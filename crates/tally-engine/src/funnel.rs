@@ -4,7 +4,12 @@
 //! them.
 //!
 //! Owns: collecting `(timestamp, mask)` pairs per group (state: two `List<Int64>`, so
-//! partial aggregation and repartitioning work), and the chain search. Does not own:
+//! partial aggregation and repartitioning work), and the chain search. The aggregate
+//! is a [`GroupsAccumulator`] ([`FunnelGroups`]): one flat vector of pairs per person
+//! inside a single object, sized exactly in `size()`, so a query over millions of
+//! persons costs no boxed accumulator per person and the memory pool sees the real
+//! footprint. The per-row [`Accumulator`] stays for plans that ask for one; both run
+//! the same per-person search ([`best_chain`]). Does not own:
 //! the masks' meaning beyond [`tally_sql::funnel`]'s bit layout, or SQL.
 //!
 //! The search, per person, sorts the events by timestamp and then:
@@ -24,14 +29,16 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Int64Array, Int64Builder, ListArray, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, Int64Builder, ListArray, RecordBatch,
+};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::common::{DataFusionError, ScalarValue, exec_err};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarUDF, Signature, Volatility,
-    create_udf,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator,
+    ScalarUDF, Signature, Volatility, create_udf,
 };
 use tally_query::FunnelOrder;
 use tally_sql::FunnelSpec;
@@ -125,25 +132,22 @@ impl AggregateUDFImpl for FunnelUdaf {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
-        let Some(spec_expr) = args.exprs.get(2) else {
-            return exec_err!("tally_funnel takes (ts, mask, spec)");
-        };
-        // The spec is a constant: evaluating it needs no rows.
-        let empty = RecordBatch::new_empty(Arc::new(args.schema.clone()));
-        let text = match spec_expr.evaluate(&empty)? {
-            ColumnarValue::Scalar(
-                ScalarValue::Utf8(Some(s))
-                | ScalarValue::LargeUtf8(Some(s))
-                | ScalarValue::Utf8View(Some(s)),
-            ) => s,
-            _ => return exec_err!("tally_funnel: the spec must be a constant string"),
-        };
-        let spec = FunnelSpec::decode(&text).map_err(DataFusionError::Execution)?;
         Ok(Box::new(FunnelAccumulator {
-            spec: Arc::new(spec),
+            spec: decode_spec(&args)?,
             ts: Vec::new(),
             mask: Vec::new(),
         }))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> DfResult<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(FunnelGroups::new(decode_spec(&args)?)))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
@@ -160,6 +164,25 @@ impl AggregateUDFImpl for FunnelUdaf {
             )),
         ])
     }
+}
+
+/// The spec argument: a constant string, decoded once per accumulator.
+fn decode_spec(args: &AccumulatorArgs) -> DfResult<Arc<FunnelSpec>> {
+    let Some(spec_expr) = args.exprs.get(2) else {
+        return exec_err!("tally_funnel takes (ts, mask, spec)");
+    };
+    // The spec is a constant: evaluating it needs no rows.
+    let empty = RecordBatch::new_empty(Arc::new(args.schema.clone()));
+    let text = match spec_expr.evaluate(&empty)? {
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+        ) => s,
+        _ => return exec_err!("tally_funnel: the spec must be a constant string"),
+    };
+    let spec = FunnelSpec::decode(&text).map_err(DataFusionError::Execution)?;
+    Ok(Arc::new(spec))
 }
 
 #[derive(Debug)]
@@ -244,6 +267,194 @@ impl Accumulator for FunnelAccumulator {
     fn size(&self) -> usize {
         std::mem::size_of_val(self)
             + (self.ts.capacity() + self.mask.capacity()) * std::mem::size_of::<i64>()
+    }
+}
+
+/// Whether row `i` takes part, under DataFusion's optional `FILTER (WHERE ...)` mask
+/// (NULL counts as false).
+fn selected(filter: Option<&BooleanArray>, i: usize) -> bool {
+    filter.is_none_or(|f| f.is_valid(i) && f.value(i))
+}
+
+/// The `tally_funnel` aggregate for all groups (persons) of one partition: per group
+/// its `(timestamp, mask)` pairs, in arrival order until evaluation sorts them.
+#[derive(Debug)]
+pub struct FunnelGroups {
+    spec: Arc<FunnelSpec>,
+    /// Per group index, its events.
+    events: Vec<Vec<(i64, i64)>>,
+    /// The sum of `events[g].capacity()`, kept as the vectors grow and are emitted so
+    /// that `size()` is exact without visiting every group.
+    event_capacity: usize,
+}
+
+impl FunnelGroups {
+    /// No groups yet.
+    pub fn new(spec: Arc<FunnelSpec>) -> Self {
+        FunnelGroups {
+            spec,
+            events: Vec::new(),
+            event_capacity: 0,
+        }
+    }
+
+    fn ensure_groups(&mut self, total_num_groups: usize) {
+        if self.events.len() < total_num_groups {
+            // An empty Vec allocates nothing: a group costs its 24-byte header until
+            // it has events.
+            self.events.resize_with(total_num_groups, Vec::new);
+        }
+    }
+
+    fn group_mut(&mut self, group: usize) -> DfResult<&mut Vec<(i64, i64)>> {
+        let groups = self.events.len();
+        self.events.get_mut(group).ok_or_else(|| {
+            DataFusionError::Internal(format!(
+                "tally_funnel: group index {group} beyond {groups} groups"
+            ))
+        })
+    }
+
+    /// Appends to one group, keeping `event_capacity` in step.
+    fn extend_group(
+        &mut self,
+        group: usize,
+        pairs: impl IntoIterator<Item = (i64, i64)>,
+    ) -> DfResult<()> {
+        let events = self.group_mut(group)?;
+        let before = events.capacity();
+        events.extend(pairs);
+        let grown = events.capacity() - before;
+        self.event_capacity += grown;
+        Ok(())
+    }
+
+    /// Removes the groups `emit_to` asks for, keeping `event_capacity` in step.
+    fn take(&mut self, emit_to: EmitTo) -> Vec<Vec<(i64, i64)>> {
+        let taken = emit_to.take_needed(&mut self.events);
+        let released: usize = taken.iter().map(Vec::capacity).sum();
+        self.event_capacity -= released;
+        taken
+    }
+}
+
+impl GroupsAccumulator for FunnelGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> DfResult<()> {
+        let (Some(ts), Some(mask)) = (values.first(), values.get(1)) else {
+            return exec_err!("tally_funnel takes (ts, mask, spec)");
+        };
+        let (ts, mask) = (int64s(ts, "ts")?, int64s(mask, "mask")?);
+        if ts.len() != group_indices.len() || mask.len() != group_indices.len() {
+            return exec_err!("tally_funnel: arguments and group indices differ in length");
+        }
+        self.ensure_groups(total_num_groups);
+        for (i, &group) in group_indices.iter().enumerate() {
+            if selected(opt_filter, i) && ts.is_valid(i) && mask.is_valid(i) {
+                self.extend_group(group, [(ts.value(i), mask.value(i))])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> DfResult<()> {
+        let lists = |i: usize| -> DfResult<&ListArray> {
+            values
+                .get(i)
+                .and_then(|a| a.as_any().downcast_ref::<ListArray>())
+                .ok_or_else(|| DataFusionError::Execution("tally_funnel: bad state".into()))
+        };
+        let (ts, mask) = (lists(0)?, lists(1)?);
+        if ts.len() != group_indices.len() || mask.len() != group_indices.len() {
+            return exec_err!("tally_funnel: states and group indices differ in length");
+        }
+        // Read the lists through their offsets: no per-row array slices.
+        let (ts_values, mask_values) = (
+            int64s(ts.values(), "state ts")?,
+            int64s(mask.values(), "state mask")?,
+        );
+        let (ts_offsets, mask_offsets) = (ts.value_offsets(), mask.value_offsets());
+        self.ensure_groups(total_num_groups);
+        for (row, &group) in group_indices.iter().enumerate() {
+            if ts.is_null(row) || mask.is_null(row) {
+                continue;
+            }
+            let (t0, t1) = (ts_offsets[row] as usize, ts_offsets[row + 1] as usize);
+            let (m0, m1) = (mask_offsets[row] as usize, mask_offsets[row + 1] as usize);
+            if t1 - t0 != m1 - m0 {
+                return exec_err!("tally_funnel: state lists differ in length");
+            }
+            let pairs = ts_values.values()[t0..t1]
+                .iter()
+                .copied()
+                .zip(mask_values.values()[m0..m1].iter().copied());
+            self.extend_group(group, pairs)?;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> DfResult<ArrayRef> {
+        let spec = Arc::clone(&self.spec);
+        let chains = self
+            .take(emit_to)
+            .into_iter()
+            .map(|mut events| best_chain(&spec, &mut events))
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+            chains,
+        )))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> DfResult<Vec<ArrayRef>> {
+        let groups = self.take(emit_to);
+        let column = |part: fn(&(i64, i64)) -> i64| -> ArrayRef {
+            Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+                groups
+                    .iter()
+                    .map(|events| Some(events.iter().map(|e| Some(part(e))))),
+            ))
+        };
+        Ok(vec![column(|e| e.0), column(|e| e.1)])
+    }
+
+    /// Each row as its own group: a one-pair state, or empty lists for a row that is
+    /// filtered out or NULL (so the final phase sees exactly the rows `update_batch`
+    /// would have kept).
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> DfResult<Vec<ArrayRef>> {
+        let (Some(ts), Some(mask)) = (values.first(), values.get(1)) else {
+            return exec_err!("tally_funnel takes (ts, mask, spec)");
+        };
+        let (ts, mask) = (int64s(ts, "ts")?, int64s(mask, "mask")?);
+        if ts.len() != mask.len() {
+            return exec_err!("tally_funnel: ts and mask differ in length");
+        }
+        let keep = |i: usize| selected(opt_filter, i) && ts.is_valid(i) && mask.is_valid(i);
+        let column = |values: &Int64Array| -> ArrayRef {
+            Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+                (0..values.len()).map(|i| Some(keep(i).then(|| Some(values.value(i))))),
+            ))
+        };
+        Ok(vec![column(ts), column(mask)])
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self.events.capacity() * std::mem::size_of::<Vec<(i64, i64)>>()
+            + self.event_capacity * std::mem::size_of::<(i64, i64)>()
     }
 }
 
@@ -789,5 +1000,151 @@ mod tests {
             best_chain(&s, &mut [(0, B), (3, A | B), (7, c)]).unwrap(),
             Some(vec![Some(0), Some(3), Some(4)])
         );
+    }
+
+    /// The `List<Int64>` rows of an evaluated column.
+    fn list_rows(array: &ArrayRef) -> Vec<Option<Vec<Option<i64>>>> {
+        let lists = array.as_any().downcast_ref::<ListArray>().unwrap();
+        (0..lists.len())
+            .map(|r| {
+                lists.is_valid(r).then(|| {
+                    let values = lists.value(r);
+                    let values = values.as_any().downcast_ref::<Int64Array>().unwrap();
+                    (0..values.len())
+                        .map(|i| values.is_valid(i).then(|| values.value(i)))
+                        .collect()
+                })
+            })
+            .collect()
+    }
+
+    /// Runs `rows` (group, ts, mask, kept by the filter) through two partial
+    /// [`FunnelGroups`] (one fed by `update_batch`, emitting its state in two parts;
+    /// one by `convert_to_state`) and a final one that merges both and emits in two
+    /// parts.
+    fn through_groups(
+        spec: &Arc<FunnelSpec>,
+        groups: usize,
+        rows: &[(usize, i64, i64, bool)],
+        split: usize,
+    ) -> Vec<Option<Vec<Option<i64>>>> {
+        let (direct, converted) = rows.split_at(rows.len() / 2);
+        let columns = |rows: &[(usize, i64, i64, bool)]| {
+            let values: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))),
+            ];
+            let filter = BooleanArray::from_iter(rows.iter().map(|r| Some(r.3)));
+            let indices: Vec<usize> = rows.iter().map(|r| r.0).collect();
+            (values, filter, indices)
+        };
+        let mut partial = FunnelGroups::new(spec.clone());
+        // Two batches, so a group grows across calls.
+        for chunk in direct.chunks(direct.len().div_ceil(2).max(1)) {
+            let (values, filter, indices) = columns(chunk);
+            partial
+                .update_batch(&values, &indices, Some(&filter), groups)
+                .unwrap();
+        }
+        partial.ensure_groups(groups);
+        let split = split.min(groups);
+        let first = partial.state(EmitTo::First(split)).unwrap();
+        let rest = partial.state(EmitTo::All).unwrap();
+        assert_eq!(partial.size(), std::mem::size_of::<FunnelGroups>());
+
+        let mut last = FunnelGroups::new(spec.clone());
+        last.merge_batch(&first, &(0..split).collect::<Vec<_>>(), groups)
+            .unwrap();
+        last.merge_batch(&rest, &(split..groups).collect::<Vec<_>>(), groups)
+            .unwrap();
+        let (values, filter, indices) = columns(converted);
+        let states = last.convert_to_state(&values, Some(&filter)).unwrap();
+        last.merge_batch(&states, &indices, groups).unwrap();
+        let mut out = list_rows(&last.evaluate(EmitTo::First(split)).unwrap());
+        out.extend(list_rows(&last.evaluate(EmitTo::All).unwrap()));
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn groups_accumulator_agrees_with_the_per_person_search(
+            groups in 1usize..6,
+            raw in proptest::collection::vec(
+                (0usize..6, 0i64..150, 0i64..16, proptest::bool::weighted(0.85)),
+                0..60,
+            ),
+            any_order: bool,
+            split in 0usize..7,
+        ) {
+            let order = if any_order { FunnelOrder::AnyOrder } else { FunnelOrder::Ordered };
+            let spec = Arc::new(spec(order, 3));
+            // Masks: the three step bits, and the entry bit from the fourth.
+            let rows: Vec<(usize, i64, i64, bool)> = raw
+                .into_iter()
+                .map(|(g, t, m, keep)| {
+                    let mask = (m & 0b111) | if m & 0b1000 != 0 { ENTRY_BIT } else { 0 };
+                    (g % groups, t, mask, keep)
+                })
+                .collect();
+            let expected: Vec<Option<Vec<Option<i64>>>> = (0..groups)
+                .map(|g| {
+                    let mut events: Vec<(i64, i64)> = rows
+                        .iter()
+                        .filter(|r| r.0 == g && r.3)
+                        .map(|r| (r.1, r.2))
+                        .collect();
+                    best_chain(&spec, &mut events).unwrap()
+                })
+                .collect();
+            proptest::prop_assert_eq!(through_groups(&spec, groups, &rows, split), expected);
+        }
+    }
+
+    #[test]
+    fn groups_size_follows_the_events_held() {
+        let spec = Arc::new(spec(FunnelOrder::Ordered, 2));
+        let mut acc = FunnelGroups::new(spec);
+        let empty = acc.size();
+        let n = 1_000;
+        let values: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(0..n)),
+            Arc::new(Int64Array::from_iter_values((0..n).map(|_| A))),
+        ];
+        let indices: Vec<usize> = (0..n as usize).map(|i| i % 10).collect();
+        acc.update_batch(&values, &indices, None, 10).unwrap();
+        let held = acc.size() - empty;
+        // 1000 pairs of 16 bytes, plus the growth slack of 10 vectors (at most 2x).
+        assert!((16_000..=32_000 + 10 * 24 + 64).contains(&held), "{held}");
+        acc.evaluate(EmitTo::First(5)).unwrap();
+        let half = acc.size() - empty;
+        assert!(half < held && half >= 8_000, "{half} of {held}");
+        acc.evaluate(EmitTo::All).unwrap();
+        assert_eq!(acc.size(), empty);
+    }
+
+    #[test]
+    fn groups_reject_bad_input_without_panicking() {
+        let spec = Arc::new(spec(FunnelOrder::Ordered, 2));
+        let mut acc = FunnelGroups::new(spec);
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
+        let text: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec!["x", "y"]));
+        assert!(
+            acc.update_batch(std::slice::from_ref(&ints), &[0, 1], None, 2)
+                .is_err()
+        );
+        assert!(
+            acc.update_batch(&[ints.clone(), text], &[0, 1], None, 2)
+                .is_err()
+        );
+        // Fewer group indices than rows, and a group index beyond the groups.
+        assert!(
+            acc.update_batch(&[ints.clone(), ints.clone()], &[0], None, 1)
+                .is_err()
+        );
+        assert!(
+            acc.update_batch(&[ints.clone(), ints.clone()], &[0, 7], None, 2)
+                .is_err()
+        );
+        assert!(acc.merge_batch(&[ints.clone(), ints], &[0, 1], 2).is_err());
     }
 }

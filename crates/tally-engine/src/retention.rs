@@ -13,20 +13,25 @@
 //! The aggregate's state is small and mergeable: per start period one
 //! `(period, ts, uuid, row)` and the distinct return periods, as `List<Int64>`s (the
 //! uuid as two halves), so partial aggregation and repartitioning work and a person
-//! with many events costs memory in periods, not events.
+//! with many events costs memory in periods, not events. The aggregate is a
+//! [`GroupsAccumulator`] ([`RetentionGroups`]): per person two small sorted vectors
+//! inside one object, sized from their capacities, so the memory pool sees the real
+//! footprint and no boxed accumulator exists per person. The per-row
+//! [`RetentionAccumulator`] stays for plans that ask for one; both share
+//! [`PersonRetention`].
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatch,
+    Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatch,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::common::{DataFusionError, ScalarValue, exec_err};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator,
+    Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 use serde_json::Value;
@@ -76,21 +81,18 @@ impl AggregateUDFImpl for RetentionUdaf {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
-        let Some(spec_expr) = args.exprs.get(5) else {
-            return exec_err!("{AGGREGATE} takes (period, mask, ts, uuid, row, spec)");
-        };
-        // The spec is a constant: evaluating it needs no rows.
-        let empty = RecordBatch::new_empty(Arc::new(args.schema.clone()));
-        let text = match spec_expr.evaluate(&empty)? {
-            ColumnarValue::Scalar(
-                ScalarValue::Utf8(Some(s))
-                | ScalarValue::LargeUtf8(Some(s))
-                | ScalarValue::Utf8View(Some(s)),
-            ) => s,
-            _ => return exec_err!("{AGGREGATE}: the spec must be a constant string"),
-        };
-        let spec = RetentionSpec::decode(&text).map_err(DataFusionError::Execution)?;
-        Ok(Box::new(RetentionAccumulator::new(Arc::new(spec))))
+        Ok(Box::new(RetentionAccumulator::new(decode_spec(&args)?)))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> DfResult<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(RetentionGroups::new(decode_spec(&args)?)))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {
@@ -105,6 +107,25 @@ impl AggregateUDFImpl for RetentionUdaf {
             })
             .collect())
     }
+}
+
+/// The spec argument: a constant string, decoded once per accumulator.
+fn decode_spec(args: &AccumulatorArgs) -> DfResult<Arc<RetentionSpec>> {
+    let Some(spec_expr) = args.exprs.get(5) else {
+        return exec_err!("{AGGREGATE} takes (period, mask, ts, uuid, row, spec)");
+    };
+    // The spec is a constant: evaluating it needs no rows.
+    let empty = RecordBatch::new_empty(Arc::new(args.schema.clone()));
+    let text = match spec_expr.evaluate(&empty)? {
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+        ) => s,
+        _ => return exec_err!("{AGGREGATE}: the spec must be a constant string"),
+    };
+    let spec = RetentionSpec::decode(&text).map_err(DataFusionError::Execution)?;
+    Ok(Arc::new(spec))
 }
 
 /// The state lists, in order.
@@ -132,60 +153,56 @@ impl FirstStart {
     }
 }
 
-/// One person's retention facts.
-#[derive(Debug)]
-pub struct RetentionAccumulator {
-    spec: Arc<RetentionSpec>,
-    /// Per start period (-1: before the date range), its earliest start event.
-    starts: BTreeMap<i64, FirstStart>,
-    /// Periods (>= 0) with a return event.
-    returns: BTreeSet<i64>,
+/// One person's retention facts: two short sorted vectors (a person has a handful of
+/// periods), cheaper than ordered maps and sized exactly by their capacities.
+#[derive(Debug, Default, Clone)]
+pub struct PersonRetention {
+    /// Per start period (-1: before the date range), its earliest start event,
+    /// ascending by period.
+    starts: Vec<(i64, FirstStart)>,
+    /// Periods (>= 0) with a return event, ascending and distinct.
+    returns: Vec<i64>,
 }
 
-impl RetentionAccumulator {
-    /// An empty accumulator.
-    pub fn new(spec: Arc<RetentionSpec>) -> Self {
-        RetentionAccumulator {
-            spec,
-            starts: BTreeMap::new(),
-            returns: BTreeSet::new(),
-        }
-    }
-
+impl PersonRetention {
     /// Records a start event.
     pub fn add_start(&mut self, period: i64, ts: i64, uuid: u128, row: i64) {
         let candidate = FirstStart { ts, uuid, row };
-        match self.starts.get_mut(&period) {
-            Some(first) if !candidate.earlier_than(first) => {}
-            Some(first) => *first = candidate,
-            None => {
-                self.starts.insert(period, candidate);
+        match self.starts.binary_search_by_key(&period, |(p, _)| *p) {
+            Ok(i) => {
+                let first = &mut self.starts[i].1;
+                if candidate.earlier_than(first) {
+                    *first = candidate;
+                }
             }
+            Err(i) => self.starts.insert(i, (period, candidate)),
         }
     }
 
     /// Records a return event.
     pub fn add_return(&mut self, period: i64) {
-        if period >= 0 {
-            self.returns.insert(period);
+        if period >= 0
+            && let Err(i) = self.returns.binary_search(&period)
+        {
+            self.returns.insert(i, period);
         }
     }
 
-    /// The person's cells, ascending (see [`tally_sql::retention`]).
-    pub fn cells(&self) -> Vec<i64> {
-        let spec = &self.spec;
+    /// The person's cells under `spec`, ascending (see [`tally_sql::retention`]).
+    pub fn cells(&self, spec: &RetentionSpec) -> Vec<i64> {
         // Memberships: (global period, row).
         let memberships: Vec<(i64, i64)> = if spec.first_time {
             // The first start event ever; a cohort only if it is in the range.
             self.starts
                 .iter()
                 .min_by(|(_, a), (_, b)| (a.ts, a.uuid).cmp(&(b.ts, b.uuid)))
-                .filter(|(period, _)| **period >= 0)
+                .filter(|(period, _)| *period >= 0)
                 .map(|(period, first)| vec![(*period, first.row)])
                 .unwrap_or_default()
         } else {
             self.starts
-                .range(0..)
+                .iter()
+                .filter(|(period, _)| *period >= 0)
                 .map(|(period, first)| (*period, first.row))
                 .collect()
         };
@@ -201,7 +218,7 @@ impl RetentionAccumulator {
                 let returned = if spec.on_or_after {
                     last_return.is_some_and(|r| r >= target)
                 } else {
-                    self.returns.contains(&target)
+                    self.returns.binary_search(&target).is_ok()
                 };
                 if returned {
                     cells.push(spec.cell(cohort, n, row));
@@ -210,6 +227,44 @@ impl RetentionAccumulator {
         }
         cells.sort_unstable();
         cells
+    }
+
+    /// Bytes on the heap (the vectors' capacities).
+    fn heap_bytes(&self) -> usize {
+        self.starts.capacity() * std::mem::size_of::<(i64, FirstStart)>()
+            + self.returns.capacity() * std::mem::size_of::<i64>()
+    }
+}
+
+/// One person's retention facts, as a per-row [`Accumulator`].
+#[derive(Debug)]
+pub struct RetentionAccumulator {
+    spec: Arc<RetentionSpec>,
+    person: PersonRetention,
+}
+
+impl RetentionAccumulator {
+    /// An empty accumulator.
+    pub fn new(spec: Arc<RetentionSpec>) -> Self {
+        RetentionAccumulator {
+            spec,
+            person: PersonRetention::default(),
+        }
+    }
+
+    /// Records a start event.
+    pub fn add_start(&mut self, period: i64, ts: i64, uuid: u128, row: i64) {
+        self.person.add_start(period, ts, uuid, row);
+    }
+
+    /// Records a return event.
+    pub fn add_return(&mut self, period: i64) {
+        self.person.add_return(period);
+    }
+
+    /// The person's cells, ascending (see [`tally_sql::retention`]).
+    pub fn cells(&self) -> Vec<i64> {
+        self.person.cells(&self.spec)
     }
 }
 
@@ -258,75 +313,181 @@ fn one_list(values: impl IntoIterator<Item = i64>) -> ScalarValue {
     ScalarValue::List(Arc::new(list))
 }
 
-impl Accumulator for RetentionAccumulator {
-    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+/// The aggregate's input columns, checked once per batch.
+struct Inputs<'a> {
+    period: &'a Int64Array,
+    mask: &'a Int64Array,
+    ts: &'a Int64Array,
+    uuid: Uuids<'a>,
+    row: &'a Int64Array,
+}
+
+impl<'a> Inputs<'a> {
+    fn of(values: &'a [ArrayRef]) -> DfResult<Self> {
         let [period, mask, ts, uuid, row, ..] = values else {
             return exec_err!("{AGGREGATE} takes (period, mask, ts, uuid, row, spec)");
         };
-        let (period, mask) = (int64s(period, "period")?, int64s(mask, "mask")?);
-        let (ts, row) = (int64s(ts, "ts")?, int64s(row, "row")?);
-        let uuid = Uuids::of(uuid)?;
-        for i in 0..period.len() {
-            if period.is_null(i) || mask.is_null(i) {
-                continue;
-            }
-            let (p, m) = (period.value(i), mask.value(i));
-            if m & START_BIT != 0 {
-                let t = if ts.is_valid(i) { ts.value(i) } else { 0 };
-                let r = if row.is_valid(i) { row.value(i) } else { -1 };
-                self.add_start(p, t, uuid.at(i), r);
-            }
-            if m & RETURN_BIT != 0 {
-                self.add_return(p);
-            }
+        let inputs = Inputs {
+            period: int64s(period, "period")?,
+            mask: int64s(mask, "mask")?,
+            ts: int64s(ts, "ts")?,
+            uuid: Uuids::of(uuid)?,
+            row: int64s(row, "row")?,
+        };
+        let n = inputs.period.len();
+        if inputs.mask.len() != n || inputs.ts.len() != n || inputs.row.len() != n {
+            return exec_err!("{AGGREGATE}: argument columns differ in length");
         }
-        Ok(())
+        if let Uuids::Binary(u) = &inputs.uuid
+            && u.len() != n
+        {
+            return exec_err!("{AGGREGATE}: argument columns differ in length");
+        }
+        Ok(inputs)
     }
 
-    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
-        let list = |i: usize| -> DfResult<&ListArray> {
+    fn len(&self) -> usize {
+        self.period.len()
+    }
+
+    /// Records row `i` into `person`.
+    fn apply(&self, i: usize, person: &mut PersonRetention) {
+        if self.period.is_null(i) || self.mask.is_null(i) {
+            return;
+        }
+        let (p, m) = (self.period.value(i), self.mask.value(i));
+        if m & START_BIT != 0 {
+            let t = if self.ts.is_valid(i) {
+                self.ts.value(i)
+            } else {
+                0
+            };
+            let r = if self.row.is_valid(i) {
+                self.row.value(i)
+            } else {
+                -1
+            };
+            person.add_start(p, t, self.uuid.at(i), r);
+        }
+        if m & RETURN_BIT != 0 {
+            person.add_return(p);
+        }
+    }
+}
+
+/// A batch of states: six `List<Int64>` columns, checked once per batch and read
+/// through their offsets (no per-row array slices).
+struct States<'a> {
+    lists: [&'a ListArray; 6],
+    ints: [&'a Int64Array; 6],
+}
+
+impl<'a> States<'a> {
+    fn of(states: &'a [ArrayRef]) -> DfResult<Self> {
+        let list = |i: usize| -> DfResult<&'a ListArray> {
             states
                 .get(i)
                 .and_then(|a| a.as_any().downcast_ref::<ListArray>())
                 .ok_or_else(|| DataFusionError::Execution(format!("{AGGREGATE}: bad state")))
         };
         let lists = [list(0)?, list(1)?, list(2)?, list(3)?, list(4)?, list(5)?];
-        for r in 0..lists[0].len() {
-            if lists.iter().any(|l| l.is_null(r)) {
-                continue;
-            }
-            let values: Vec<ArrayRef> = lists.iter().map(|l| l.value(r)).collect();
-            let ints = values
-                .iter()
-                .map(|v| int64s(v, "state"))
-                .collect::<DfResult<Vec<_>>>()?;
-            let n = ints[0].len();
-            if ints[..5].iter().any(|a| a.len() != n) {
-                return exec_err!("{AGGREGATE}: state lists differ in length");
-            }
-            for i in 0..n {
-                // The uuid's halves were stored bit-for-bit as i64.
-                let uuid = (u128::from(ints[2].value(i) as u64) << 64)
-                    | u128::from(ints[3].value(i) as u64);
-                self.add_start(ints[0].value(i), ints[1].value(i), uuid, ints[4].value(i));
-            }
-            for &p in ints[5].values().iter() {
-                self.add_return(p);
-            }
+        if lists.iter().any(|l| l.len() != lists[0].len()) {
+            return exec_err!("{AGGREGATE}: state columns differ in length");
+        }
+        let int = |i: usize| int64s(lists[i].values(), "state");
+        let ints = [int(0)?, int(1)?, int(2)?, int(3)?, int(4)?, int(5)?];
+        Ok(States { lists, ints })
+    }
+
+    fn len(&self) -> usize {
+        self.lists[0].len()
+    }
+
+    /// Records state row `r` into `person`.
+    fn apply(&self, r: usize, person: &mut PersonRetention) -> DfResult<()> {
+        if self.lists.iter().any(|l| l.is_null(r)) {
+            return Ok(());
+        }
+        let range = |i: usize| {
+            let offsets = self.lists[i].value_offsets();
+            offsets[r] as usize..offsets[r + 1] as usize
+        };
+        let [period, ts, hi, lo, row] = [0, 1, 2, 3, 4].map(range);
+        let n = period.len();
+        if [&ts, &hi, &lo, &row].iter().any(|r| r.len() != n) {
+            return exec_err!("{AGGREGATE}: state lists differ in length");
+        }
+        // The five start lists share one length per row, not necessarily one offset.
+        let ints = &self.ints;
+        for k in 0..n {
+            // The uuid's halves were stored bit-for-bit as i64.
+            let uuid = (u128::from(ints[2].value(hi.start + k) as u64) << 64)
+                | u128::from(ints[3].value(lo.start + k) as u64);
+            person.add_start(
+                ints[0].value(period.start + k),
+                ints[1].value(ts.start + k),
+                uuid,
+                ints[4].value(row.start + k),
+            );
+        }
+        for &p in &self.ints[5].values()[range(5)] {
+            person.add_return(p);
+        }
+        Ok(())
+    }
+}
+
+/// Builds one `List<Int64>` column, a non-null list per group.
+fn list_column<'g, I>(
+    groups: &'g [PersonRetention],
+    values: impl Fn(&'g PersonRetention) -> I,
+) -> ArrayRef
+where
+    I: Iterator<Item = i64> + 'g,
+{
+    Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+        groups.iter().map(|g| Some(values(g).map(Some))),
+    ))
+}
+
+/// The state columns of `groups`, in [`STATE_FIELDS`] order.
+fn state_columns(groups: &[PersonRetention]) -> Vec<ArrayRef> {
+    vec![
+        list_column(groups, |g| g.starts.iter().map(|(p, _)| *p)),
+        list_column(groups, |g| g.starts.iter().map(|(_, s)| s.ts)),
+        list_column(groups, |g| {
+            g.starts.iter().map(|(_, s)| (s.uuid >> 64) as u64 as i64)
+        }),
+        list_column(groups, |g| {
+            g.starts.iter().map(|(_, s)| s.uuid as u64 as i64)
+        }),
+        list_column(groups, |g| g.starts.iter().map(|(_, s)| s.row)),
+        list_column(groups, |g| g.returns.iter().copied()),
+    ]
+}
+
+impl Accumulator for RetentionAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        let inputs = Inputs::of(values)?;
+        for i in 0..inputs.len() {
+            inputs.apply(i, &mut self.person);
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        let states = States::of(states)?;
+        for r in 0..states.len() {
+            states.apply(r, &mut self.person)?;
         }
         Ok(())
     }
 
     fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
-        let starts = &self.starts;
-        Ok(vec![
-            one_list(starts.keys().copied()),
-            one_list(starts.values().map(|s| s.ts)),
-            one_list(starts.values().map(|s| (s.uuid >> 64) as u64 as i64)),
-            one_list(starts.values().map(|s| s.uuid as u64 as i64)),
-            one_list(starts.values().map(|s| s.row)),
-            one_list(self.returns.iter().copied()),
-        ])
+        state_columns(std::slice::from_ref(&self.person))
+            .iter()
+            .map(|column| ScalarValue::try_from_array(column, 0))
+            .collect()
     }
 
     fn evaluate(&mut self) -> DfResult<ScalarValue> {
@@ -334,9 +495,150 @@ impl Accumulator for RetentionAccumulator {
     }
 
     fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.person.heap_bytes()
+    }
+}
+
+/// Whether row `i` takes part, under DataFusion's optional `FILTER (WHERE ...)` mask
+/// (NULL counts as false).
+fn selected(filter: Option<&BooleanArray>, i: usize) -> bool {
+    filter.is_none_or(|f| f.is_valid(i) && f.value(i))
+}
+
+/// The `tally_retention` aggregate for all groups (persons) of one partition.
+#[derive(Debug)]
+pub struct RetentionGroups {
+    spec: Arc<RetentionSpec>,
+    persons: Vec<PersonRetention>,
+    /// The sum of the persons' `heap_bytes`, kept as they grow and are emitted so that
+    /// `size()` is exact without visiting every group.
+    heap_bytes: usize,
+}
+
+impl RetentionGroups {
+    /// No groups yet.
+    pub fn new(spec: Arc<RetentionSpec>) -> Self {
+        RetentionGroups {
+            spec,
+            persons: Vec::new(),
+            heap_bytes: 0,
+        }
+    }
+
+    fn ensure_groups(&mut self, total_num_groups: usize) {
+        if self.persons.len() < total_num_groups {
+            // Empty vectors allocate nothing.
+            self.persons
+                .resize_with(total_num_groups, PersonRetention::default);
+        }
+    }
+
+    /// Runs `change` on one group, keeping `heap_bytes` in step.
+    fn with_group(
+        &mut self,
+        group: usize,
+        change: impl FnOnce(&mut PersonRetention) -> DfResult<()>,
+    ) -> DfResult<()> {
+        let groups = self.persons.len();
+        let Some(person) = self.persons.get_mut(group) else {
+            return Err(DataFusionError::Internal(format!(
+                "{AGGREGATE}: group index {group} beyond {groups} groups"
+            )));
+        };
+        let before = person.heap_bytes();
+        let outcome = change(person);
+        // Vectors only grow while a group is live.
+        self.heap_bytes += person.heap_bytes() - before;
+        outcome
+    }
+
+    /// Removes the groups `emit_to` asks for, keeping `heap_bytes` in step.
+    fn take(&mut self, emit_to: EmitTo) -> Vec<PersonRetention> {
+        let taken = emit_to.take_needed(&mut self.persons);
+        let released: usize = taken.iter().map(PersonRetention::heap_bytes).sum();
+        self.heap_bytes -= released;
+        taken
+    }
+}
+
+impl GroupsAccumulator for RetentionGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> DfResult<()> {
+        let inputs = Inputs::of(values)?;
+        if inputs.len() != group_indices.len() {
+            return exec_err!("{AGGREGATE}: arguments and group indices differ in length");
+        }
+        self.ensure_groups(total_num_groups);
+        for (i, &group) in group_indices.iter().enumerate() {
+            if selected(opt_filter, i) {
+                self.with_group(group, |person| {
+                    inputs.apply(i, person);
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> DfResult<()> {
+        let states = States::of(values)?;
+        if states.len() != group_indices.len() {
+            return exec_err!("{AGGREGATE}: states and group indices differ in length");
+        }
+        self.ensure_groups(total_num_groups);
+        for (r, &group) in group_indices.iter().enumerate() {
+            self.with_group(group, |person| states.apply(r, person))?;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> DfResult<ArrayRef> {
+        let spec = Arc::clone(&self.spec);
+        let persons = self.take(emit_to);
+        Ok(Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(
+            persons
+                .iter()
+                .map(|person| Some(person.cells(&spec).into_iter().map(Some))),
+        )))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> DfResult<Vec<ArrayRef>> {
+        Ok(state_columns(&self.take(emit_to)))
+    }
+
+    /// Each row as its own group (a person of one event).
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> DfResult<Vec<ArrayRef>> {
+        let inputs = Inputs::of(values)?;
+        let rows: Vec<PersonRetention> = (0..inputs.len())
+            .map(|i| {
+                let mut person = PersonRetention::default();
+                if selected(opt_filter, i) {
+                    inputs.apply(i, &mut person);
+                }
+                person
+            })
+            .collect();
+        Ok(state_columns(&rows))
+    }
+
+    fn size(&self) -> usize {
         std::mem::size_of_val(self)
-            + self.starts.len() * (std::mem::size_of::<FirstStart>() + 32)
-            + self.returns.len() * 24
+            + self.persons.capacity() * std::mem::size_of::<PersonRetention>()
+            + self.heap_bytes
     }
 }
 
@@ -676,5 +978,150 @@ mod tests {
                 .is_err()
         );
         assert!(acc.merge_batch(&[ints]).is_err());
+    }
+
+    /// (group, period, mask, ts, uuid, row, kept by the filter)
+    type Row = (usize, i64, i64, i64, u128, i64, bool);
+
+    fn columns(rows: &[Row]) -> (Vec<ArrayRef>, BooleanArray, Vec<usize>) {
+        let col = |f: fn(&Row) -> i64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(f)))
+        };
+        let uuids: ArrayRef = Arc::new(
+            FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                rows.iter().map(|r| Some(r.4.to_be_bytes())),
+                16,
+            )
+            .unwrap(),
+        );
+        let values = vec![
+            col(|r| r.1),
+            col(|r| r.2),
+            col(|r| r.3),
+            uuids,
+            col(|r| r.5),
+        ];
+        let filter = BooleanArray::from_iter(rows.iter().map(|r| Some(r.6)));
+        (values, filter, rows.iter().map(|r| r.0).collect())
+    }
+
+    fn cells_of(array: &ArrayRef) -> Vec<Vec<i64>> {
+        let lists = array.as_any().downcast_ref::<ListArray>().unwrap();
+        (0..lists.len())
+            .map(|r| {
+                let values = lists.value(r);
+                let values = values.as_any().downcast_ref::<Int64Array>().unwrap();
+                values.values().to_vec()
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn groups_accumulator_agrees_with_the_per_person_accumulator(
+            groups in 1usize..6,
+            raw in proptest::collection::vec(
+                (0usize..6, -1i64..5, 1i64..4, 0i64..50, 0u128..4, -1i64..3,
+                 proptest::bool::weighted(0.85)),
+                0..50,
+            ),
+            first_time: bool,
+            on_or_after: bool,
+            split in 0usize..7,
+        ) {
+            let s = spec(first_time, on_or_after);
+            let rows: Vec<Row> = raw
+                .into_iter()
+                .map(|(g, p, m, t, u, r, keep)| (g % groups, p, m, t, u, r, keep))
+                .collect();
+            let expected: Vec<Vec<i64>> = (0..groups)
+                .map(|g| {
+                    let mut acc = RetentionAccumulator::new(s.clone());
+                    let mine: Vec<Row> =
+                        rows.iter().filter(|r| r.0 == g && r.6).copied().collect();
+                    acc.update_batch(&columns(&mine).0).unwrap();
+                    acc.cells()
+                })
+                .collect();
+
+            // Half through update_batch and a two-part state, half through
+            // convert_to_state; the final accumulator merges and emits in two parts.
+            let (direct, converted) = rows.split_at(rows.len() / 2);
+            let mut partial = RetentionGroups::new(s.clone());
+            for chunk in direct.chunks(direct.len().div_ceil(2).max(1)) {
+                let (values, filter, indices) = columns(chunk);
+                partial.update_batch(&values, &indices, Some(&filter), groups).unwrap();
+            }
+            partial.ensure_groups(groups);
+            let split = split.min(groups);
+            let first = partial.state(EmitTo::First(split)).unwrap();
+            let rest = partial.state(EmitTo::All).unwrap();
+            proptest::prop_assert_eq!(partial.size(), std::mem::size_of::<RetentionGroups>());
+            let mut last = RetentionGroups::new(s.clone());
+            last.merge_batch(&first, &(0..split).collect::<Vec<_>>(), groups).unwrap();
+            last.merge_batch(&rest, &(split..groups).collect::<Vec<_>>(), groups).unwrap();
+            let (values, filter, indices) = columns(converted);
+            let states = last.convert_to_state(&values, Some(&filter)).unwrap();
+            last.merge_batch(&states, &indices, groups).unwrap();
+            let mut actual = cells_of(&last.evaluate(EmitTo::First(split)).unwrap());
+            actual.extend(cells_of(&last.evaluate(EmitTo::All).unwrap()));
+            proptest::prop_assert_eq!(actual, expected);
+            proptest::prop_assert_eq!(last.size(), std::mem::size_of::<RetentionGroups>());
+        }
+    }
+
+    #[test]
+    fn groups_size_follows_the_persons_held() {
+        let mut acc = RetentionGroups::new(spec(false, false));
+        let empty = acc.size();
+        // 100 persons, each starting and returning in periods 0..4.
+        let rows: Vec<Row> = (0..400)
+            .map(|i| {
+                (
+                    i % 100,
+                    (i / 100) as i64,
+                    START_BIT | RETURN_BIT,
+                    i as i64,
+                    1,
+                    0,
+                    true,
+                )
+            })
+            .collect();
+        let (values, _, indices) = columns(&rows);
+        acc.update_batch(&values, &indices, None, 100).unwrap();
+        let held = acc.size() - empty;
+        let per_person = 4 * std::mem::size_of::<(i64, FirstStart)>() + 4 * 8;
+        assert!(held >= 100 * per_person, "{held}");
+        assert!(
+            held <= 100 * (per_person + std::mem::size_of::<PersonRetention>()),
+            "{held}"
+        );
+        acc.state(EmitTo::All).unwrap();
+        assert_eq!(acc.size(), empty);
+    }
+
+    #[test]
+    fn groups_reject_bad_input_without_panicking() {
+        let mut acc = RetentionGroups::new(spec(false, false));
+        let ints: ArrayRef = Arc::new(Int64Array::from(vec![1]));
+        let text: ArrayRef = Arc::new(datafusion::arrow::array::StringArray::from(vec!["x"]));
+        assert!(
+            acc.update_batch(std::slice::from_ref(&ints), &[0], None, 1)
+                .is_err()
+        );
+        let wrong = [ints.clone(), ints.clone(), ints.clone(), text, ints.clone()];
+        assert!(acc.update_batch(&wrong, &[0], None, 1).is_err());
+        let nulls: ArrayRef = Arc::new(datafusion::arrow::array::NullArray::new(1));
+        let fine = [
+            ints.clone(),
+            ints.clone(),
+            ints.clone(),
+            nulls,
+            ints.clone(),
+        ];
+        assert!(acc.update_batch(&fine, &[3], None, 1).is_err());
+        assert!(acc.update_batch(&fine, &[0, 0], None, 1).is_err());
+        assert!(acc.merge_batch(&[ints], &[0], 1).is_err());
     }
 }
