@@ -376,11 +376,11 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
     while !client.is_finished() || kills < MIN_KILLS || compaction_kills < MIN_COMPACTION_KILLS {
         let aimed = kills % 2 == 1;
         if aimed {
-            aimed_attempts += 1;
             assert!(
-                aimed_attempts <= 40,
+                aimed_attempts < 40,
                 "only {compaction_kills} of {aimed_attempts} aimed kills landed inside a compaction"
             );
+            aimed_attempts += 1;
             if let Some(started) = server.wait_for(COMPACTION_STARTED, Duration::from_secs(3)) {
                 if rng.random_bool(0.5) {
                     std::thread::sleep(Duration::from_millis(rng.random_range(1..15)));
