@@ -31,7 +31,11 @@ const BATCH: usize = 500;
 const MIN_KILLS: usize = 10;
 /// Kills proven to land between a compaction's start and its publish.
 const MIN_COMPACTION_KILLS: usize = 3;
+/// Of those, kills proven to land while the compaction was writing an output file.
+const MIN_MID_WRITE_KILLS: usize = 1;
 const COMPACTION_STARTED: &str = "partition compaction started";
+const COMPACTED: &str = "partition compacted";
+const COMPACTION_FAILED: &str = "partition compaction failed";
 const ORPHANS_REMOVED: &str = "removed files not listed in the manifest";
 
 /// A `tally serve` whose JSON log (store events at INFO, the rest at WARN) the test
@@ -129,6 +133,40 @@ impl LoggedServer {
         }
         while let Ok(event) = self.log.try_recv() {
             self.note(&event);
+        }
+    }
+
+    /// Waits for a compaction to start and returns the manifest generation its start
+    /// line reports; with `at_write`, returns only once one of its output files is
+    /// being written (and skips compactions that finish first). `None` on timeout.
+    fn wait_for_compaction(&mut self, at_write: bool, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let started = self.wait_for(COMPACTION_STARTED, left)?;
+            let generation = started["generation"].as_u64().expect("generation");
+            if !at_write {
+                return Some(generation);
+            }
+            loop {
+                if outputs_in_progress(&self.store_dir()) > 0 {
+                    return Some(generation);
+                }
+                match self.log.try_recv() {
+                    Ok(event) => {
+                        self.note(&event);
+                        if event["message"] == COMPACTED || event["message"] == COMPACTION_FAILED {
+                            break;
+                        }
+                    }
+                    Err(mpsc::TryRecvError::Empty) => {}
+                    Err(mpsc::TryRecvError::Disconnected) => return None,
+                }
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
     }
 
@@ -259,6 +297,28 @@ fn orphans(store_dir: &Path) -> BTreeSet<PathBuf> {
     found
 }
 
+/// Compaction output files being written: level 1 and 2 files are written only by
+/// compaction, as `L<level>-<id>.parquet.tmp` until complete.
+fn outputs_in_progress(store_dir: &Path) -> usize {
+    let mut found = 0;
+    let mut stack = vec![store_dir.join("events")];
+    while let Some(dir) = stack.pop() {
+        // Directories come and go while the server runs.
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            } else if name.ends_with(".parquet.tmp") && !name.starts_with("L0-") {
+                found += 1;
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn acknowledged_events_survive_sigkill_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -373,33 +433,48 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
     // on until the client is done and both minimums are met.
     let mut rng = rand::rng();
     let (mut kills, mut compaction_kills, mut aimed_attempts) = (0usize, 0usize, 0usize);
-    while !client.is_finished() || kills < MIN_KILLS || compaction_kills < MIN_COMPACTION_KILLS {
+    // Compaction kills that landed while an output file was being written.
+    let mut mid_write_kills = 0usize;
+    while !client.is_finished()
+        || kills < MIN_KILLS
+        || compaction_kills < MIN_COMPACTION_KILLS
+        || mid_write_kills < MIN_MID_WRITE_KILLS
+    {
         let aimed = kills % 2 == 1;
         if aimed {
             assert!(
                 aimed_attempts < 40,
-                "only {compaction_kills} of {aimed_attempts} aimed kills landed inside a compaction"
+                "only {compaction_kills} of {aimed_attempts} aimed kills landed inside a compaction, \
+                 {mid_write_kills} while it wrote its output"
             );
             aimed_attempts += 1;
-            if let Some(started) = server.wait_for(COMPACTION_STARTED, Duration::from_secs(3)) {
-                if rng.random_bool(0.5) {
-                    std::thread::sleep(Duration::from_millis(rng.random_range(1..15)));
+            // Every other aimed kill waits, after the start line, for the compaction's
+            // output file to appear, to land in the middle of writing it.
+            let at_write = aimed_attempts % 2 == 0;
+            match server.wait_for_compaction(at_write, Duration::from_secs(3)) {
+                Some(generation) => {
+                    if !at_write && rng.random_bool(0.5) {
+                        std::thread::sleep(Duration::from_millis(rng.random_range(1..15)));
+                    }
+                    server.kill();
+                    let on_disk = Manifest::load(&server.store_dir())
+                        .expect("readable manifest")
+                        .expect("a manifest")
+                        .generation;
+                    // The compaction holds the publish lock from before its start line
+                    // to after its publish, so nothing else can have published since.
+                    assert!(on_disk >= generation, "manifest went back in time");
+                    if on_disk == generation {
+                        compaction_kills += 1;
+                        // An output's `.tmp` outlives the kill only if the kill came
+                        // before the file was complete and renamed.
+                        if at_write && outputs_in_progress(&server.store_dir()) > 0 {
+                            mid_write_kills += 1;
+                        }
+                    }
                 }
-                server.kill();
-                let generation = started["generation"].as_u64().expect("generation");
-                let on_disk = Manifest::load(&server.store_dir())
-                    .expect("readable manifest")
-                    .expect("a manifest")
-                    .generation;
-                // The compaction holds the publish lock from before its start line to
-                // after its publish, so nothing else can have published since.
-                assert!(on_disk >= generation, "manifest went back in time");
-                if on_disk == generation {
-                    compaction_kills += 1;
-                }
-            } else {
                 // No compaction started (nothing left to merge): an ordinary kill.
-                server.kill();
+                None => server.kill(),
             }
         } else {
             std::thread::sleep(Duration::from_millis(rng.random_range(100..1500)));
@@ -415,6 +490,10 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
     assert!(
         compaction_kills >= MIN_COMPACTION_KILLS,
         "only {compaction_kills} kills inside a compaction"
+    );
+    assert!(
+        mid_write_kills >= MIN_MID_WRITE_KILLS,
+        "only {mid_write_kills} kills while a compaction wrote its output"
     );
 
     // The restart removes exactly what the last kill orphaned, and after it (and a
@@ -435,7 +514,8 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
     );
     eprintln!(
         "crash test: {kills} kills, {compaction_kills} inside a compaction \
-         ({aimed_attempts} aimed), {} orphaned files removed on restarts",
+         ({aimed_attempts} aimed, {mid_write_kills} while writing its output), {} orphaned \
+         files removed on restarts",
         server.orphans_removed
     );
 
