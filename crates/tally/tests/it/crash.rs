@@ -2,11 +2,13 @@
 //!
 //! A client sends 200,000 events in batches and retries every failure with the same
 //! event ids, while the server is killed with SIGKILL at least ten times at random
-//! moments and, in between, the moment its log says a partition compaction started.
+//! moments and, in between, the moment its log says a partition compaction started
+//! (or, for every other of those, the moment the compaction's output file appears).
 //! A compaction kill counts only if the manifest on disk afterwards still has the
 //! generation the start line reported: the compaction holds the publish lock, so that
 //! proves the kill landed between the compaction's start and its publish; at least
-//! three must. Afterwards every acknowledged event is stored exactly once, nothing is
+//! three must, and at least one must leave the output's `.tmp` behind (killed while
+//! writing it). Afterwards every acknowledged event is stored exactly once, nothing is
 //! stored that was not sent, and the restart removed exactly the files the kills
 //! orphaned (unpublished compaction and flush outputs), leaving only what the manifest
 //! lists.
@@ -426,11 +428,11 @@ fn acknowledged_events_survive_sigkill_exactly_once() {
         })
     };
 
-    // Every other kill is aimed: it waits for a compaction to start and kills at once
-    // or a few milliseconds later (to land in the merge, the output write or its
-    // fsync). The others come at random moments 0.1-1.5 s after a start, so they land
+    // Every other kill is aimed: it waits for a compaction to start and kills at once,
+    // a few milliseconds later, or once an output file is being written (to land in
+    // the merge, the output write or its fsync). The others come at random moments 0.1-1.5 s after a start, so they land
     // during requests, flushes (every 300 ms) and compactions (every 500 ms). Kills go
-    // on until the client is done and both minimums are met.
+    // on until the client is done and every minimum is met.
     let mut rng = rand::rng();
     let (mut kills, mut compaction_kills, mut aimed_attempts) = (0usize, 0usize, 0usize);
     // Compaction kills that landed while an output file was being written.
