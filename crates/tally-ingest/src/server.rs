@@ -530,57 +530,59 @@ async fn handle_segment(
     Ok((StatusCode::OK, axum::Json(json!({"success": true}))).into_response())
 }
 
-async fn handle_native(state: Arc<IngestState>, req: Request) -> Result<Response> {
-    let Received {
-        headers,
-        body,
-        mut meta,
-        ..
-    } = receive(&state, req).await?;
-    let large = body.len() > BLOCKING_THRESHOLD_BYTES;
-    let cap = state.config.limits.max_decompressed_bytes;
-    let header_key = header_api_key(&headers);
-    let (body_key, historical, events) = cpu(large, move || {
-        let bytes = decode::decode_plain_body(&headers, &body, cap)?;
-        count_decoded(bytes.len());
-        match decode::parse_json(&bytes)? {
-            Value::Object(mut obj) => {
-                let key = obj
-                    .get("api_key")
-                    .and_then(Value::as_str)
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(str::to_string);
-                let historical = match obj.get("historical") {
-                    None | Some(Value::Bool(false)) => false,
-                    Some(Value::Bool(true)) => true,
-                    Some(other) => {
-                        return Err(IngestError::UnexpectedShape(format!(
-                            "`historical` must be a boolean, got {}",
-                            normalize::json_type(other)
-                        )));
-                    }
-                };
-                match obj.remove("events") {
-                    Some(Value::Array(events)) => Ok((key, historical, events)),
-                    Some(other) => Err(IngestError::UnexpectedShape(format!(
-                        "`events` must be an array, got {}",
-                        normalize::json_type(&other)
-                    ))),
-                    None => Err(IngestError::UnexpectedShape(
-                        "expected `{\"events\": [...]}`".to_string(),
-                    )),
+/// The native body: `{"events": [...], "api_key"?, "historical"?}` → (key, historical, events).
+fn parse_native(
+    headers: &HeaderMap,
+    body: &[u8],
+    cap: usize,
+) -> Result<(Option<String>, bool, Vec<Value>)> {
+    let bytes = decode::decode_plain_body(headers, body, cap)?;
+    count_decoded(bytes.len());
+    match decode::parse_json(&bytes)? {
+        Value::Object(mut obj) => {
+            let key = obj
+                .get("api_key")
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_string);
+            let historical = match obj.get("historical") {
+                None | Some(Value::Bool(false)) => false,
+                Some(Value::Bool(true)) => true,
+                Some(other) => {
+                    return Err(IngestError::UnexpectedShape(format!(
+                        "`historical` must be a boolean, got {}",
+                        normalize::json_type(other)
+                    )));
                 }
+            };
+            match obj.remove("events") {
+                Some(Value::Array(events)) => Ok((key, historical, events)),
+                Some(other) => Err(IngestError::UnexpectedShape(format!(
+                    "`events` must be an array, got {}",
+                    normalize::json_type(&other)
+                ))),
+                None => Err(IngestError::UnexpectedShape(
+                    "expected `{\"events\": [...]}`".to_string(),
+                )),
             }
-            other => Err(IngestError::UnexpectedShape(format!(
-                "expected `{{\"events\": [...]}}`, got {}",
-                normalize::json_type(&other)
-            ))),
         }
-    })
-    .await?;
-    let tenant = authenticate(&state, header_key.or(body_key)).await?;
-    check_count(events.len(), &state)?;
+        other => Err(IngestError::UnexpectedShape(format!(
+            "expected `{{\"events\": [...]}}`, got {}",
+            normalize::json_type(&other)
+        ))),
+    }
+}
+
+/// Checks the count and normalises a native batch for an authenticated tenant.
+fn normalize_native(
+    state: &IngestState,
+    tenant: TenantId,
+    events: Vec<Value>,
+    historical: bool,
+    mut meta: RequestMeta,
+) -> Result<Outcome> {
+    check_count(events.len(), state)?;
     if historical {
         // A history import (`tally import`) relays events recorded elsewhere: the
         // importing machine's address, user agent and clock say nothing about them.
@@ -588,18 +590,39 @@ async fn handle_native(state: Arc<IngestState>, req: Request) -> Result<Response
         meta.user_agent = None;
         meta.sent_at = None;
     }
+    Ok(normalize_all(state, tenant, events, &meta, posthog::draft))
+}
 
-    let worker = state.clone();
-    let outcome = cpu(large, move || {
-        Ok(normalize_all(
-            &worker,
-            tenant,
-            events,
-            &meta,
-            posthog::draft,
-        ))
-    })
-    .await?;
+async fn handle_native(state: Arc<IngestState>, req: Request) -> Result<Response> {
+    let Received {
+        headers,
+        body,
+        meta,
+        ..
+    } = receive(&state, req).await?;
+    let cap = state.config.limits.max_decompressed_bytes;
+    let header_key = header_api_key(&headers);
+    let (tenant, outcome) = if body.len() > BLOCKING_THRESHOLD_BYTES {
+        // One hand-off to the blocking pool for the whole decode: parsing,
+        // authenticating (driven from the pool thread) and normalising on one thread.
+        // Two hand-offs (parse, then normalise after an async key check) cost ~3 µs per
+        // event in thread wake-ups and cross-thread frees (docs/BENCHMARKS.md).
+        let worker = state.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || -> Result<(TenantId, Outcome)> {
+            let (body_key, historical, events) = parse_native(&headers, &body, cap)?;
+            let tenant = runtime.block_on(authenticate(&worker, header_key.or(body_key)))?;
+            let outcome = normalize_native(&worker, tenant, events, historical, meta)?;
+            Ok((tenant, outcome))
+        })
+        .await
+        .map_err(|e| IngestError::Internal(format!("decode task failed: {e}")))??
+    } else {
+        let (body_key, historical, events) = parse_native(&headers, &body, cap)?;
+        let tenant = authenticate(&state, header_key.or(body_key)).await?;
+        let outcome = normalize_native(&state, tenant, events, historical, meta)?;
+        (tenant, outcome)
+    };
     let rejected: Vec<Value> = outcome
         .rejected
         .iter()
