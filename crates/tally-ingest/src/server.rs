@@ -318,6 +318,36 @@ pub(crate) async fn cpu<T: Send + 'static>(
     }
 }
 
+/// Decodes a request with `parse` (which also yields the API key to authenticate),
+/// authenticates, then normalises with `normalize`. For large bodies all three run on
+/// one blocking-pool thread — one hand-off per request, the key check driven from that
+/// thread — since a hand-off per phase cost ~3 µs per event in thread wake-ups and
+/// cross-thread frees (docs/BENCHMARKS.md); small bodies run inline.
+async fn decode_and_normalize<P: Send + 'static>(
+    state: &Arc<IngestState>,
+    large: bool,
+    parse: impl FnOnce() -> Result<(Option<String>, P)> + Send + 'static,
+    normalize: impl FnOnce(&IngestState, TenantId, P) -> Result<Outcome> + Send + 'static,
+) -> Result<(TenantId, Outcome)> {
+    if large {
+        let worker = state.clone();
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || -> Result<(TenantId, Outcome)> {
+            let (key, parsed) = parse()?;
+            let tenant = runtime.block_on(authenticate(&worker, key))?;
+            let outcome = normalize(&worker, tenant, parsed)?;
+            Ok((tenant, outcome))
+        })
+        .await
+        .map_err(|e| IngestError::Internal(format!("decode task failed: {e}")))?
+    } else {
+        let (key, parsed) = parse()?;
+        let tenant = authenticate(state, key).await?;
+        let outcome = normalize(state, tenant, parsed)?;
+        Ok((tenant, outcome))
+    }
+}
+
 fn count_decoded(len: usize) {
     metrics::counter!(m::BYTES_TOTAL, "kind" => "decompressed").increment(len as u64);
 }
@@ -461,29 +491,30 @@ async fn handle_posthog(state: Arc<IngestState>, req: Request) -> Result<Respons
     let cap = state.config.limits.max_decompressed_bytes;
     let query_sent_at = query.sent_at_micros();
     let header_key = header_api_key(&headers);
-    let split = cpu(large, move || {
-        let bytes = decode::decode_posthog_body(&headers, &query, &body, cap)?;
-        count_decoded(bytes.len());
-        posthog::split_request(decode::parse_json(&bytes)?)
-    })
-    .await?;
-    // The body's key first: PostHog SDKs always send one there, while an
-    // `Authorization` header on this path may belong to a proxy in front of us.
-    let key = posthog::request_api_key(&split)?.or(header_key);
-    let tenant = authenticate(&state, key).await?;
-    check_count(split.events.len(), &state)?;
-    meta.sent_at = split.sent_at.or(query_sent_at);
-
-    let worker = state.clone();
-    let outcome = cpu(large, move || {
-        Ok(normalize_all(
-            &worker,
-            tenant,
-            split.events,
-            &meta,
-            posthog::draft,
-        ))
-    })
+    let (tenant, outcome) = decode_and_normalize(
+        &state,
+        large,
+        move || {
+            let bytes = decode::decode_posthog_body(&headers, &query, &body, cap)?;
+            count_decoded(bytes.len());
+            let split = posthog::split_request(decode::parse_json(&bytes)?)?;
+            // The body's key first: PostHog SDKs always send one there, while an
+            // `Authorization` header on this path may belong to a proxy in front of us.
+            let key = posthog::request_api_key(&split)?.or(header_key);
+            Ok((key, split))
+        },
+        move |state, tenant, split| {
+            check_count(split.events.len(), state)?;
+            meta.sent_at = split.sent_at.or(query_sent_at);
+            Ok(normalize_all(
+                state,
+                tenant,
+                split.events,
+                &meta,
+                posthog::draft,
+            ))
+        },
+    )
     .await?;
     accept_all_or_fail(&state, tenant, outcome).await?;
     Ok((StatusCode::OK, axum::Json(json!({"status": 1}))).into_response())
@@ -503,28 +534,29 @@ async fn handle_segment(
     let large = body.len() > BLOCKING_THRESHOLD_BYTES;
     let cap = state.config.limits.max_decompressed_bytes;
     let header_key = header_api_key(&headers);
-    let split = cpu(large, move || {
-        let bytes = decode::decode_plain_body(&headers, &body, cap)?;
-        count_decoded(bytes.len());
-        segment::split_request(decode::parse_json(&bytes)?, kind)
-    })
-    .await?;
-    let tenant = authenticate(&state, header_key.or(split.write_key)).await?;
-    check_count(split.messages.len(), &state)?;
-    meta.sent_at = split.sent_at.as_ref().and_then(parse_timestamp);
-
-    let worker = state.clone();
-    let context = split.context;
-    let messages = split.messages;
-    let outcome = cpu(large, move || {
-        Ok(normalize_all(
-            &worker,
-            tenant,
-            messages,
-            &meta,
-            |index, msg| segment::draft_from_batch_message(index, msg, context.as_ref()),
-        ))
-    })
+    let (tenant, outcome) = decode_and_normalize(
+        &state,
+        large,
+        move || {
+            let bytes = decode::decode_plain_body(&headers, &body, cap)?;
+            count_decoded(bytes.len());
+            let mut split = segment::split_request(decode::parse_json(&bytes)?, kind)?;
+            let key = header_key.or(split.write_key.take());
+            Ok((key, split))
+        },
+        move |state, tenant, split| {
+            check_count(split.messages.len(), state)?;
+            meta.sent_at = split.sent_at.as_ref().and_then(parse_timestamp);
+            let context = split.context;
+            Ok(normalize_all(
+                state,
+                tenant,
+                split.messages,
+                &meta,
+                |index, msg| segment::draft_from_batch_message(index, msg, context.as_ref()),
+            ))
+        },
+    )
     .await?;
     accept_all_or_fail(&state, tenant, outcome).await?;
     Ok((StatusCode::OK, axum::Json(json!({"success": true}))).into_response())
@@ -602,27 +634,19 @@ async fn handle_native(state: Arc<IngestState>, req: Request) -> Result<Response
     } = receive(&state, req).await?;
     let cap = state.config.limits.max_decompressed_bytes;
     let header_key = header_api_key(&headers);
-    let (tenant, outcome) = if body.len() > BLOCKING_THRESHOLD_BYTES {
-        // One hand-off to the blocking pool for the whole decode: parsing,
-        // authenticating (driven from the pool thread) and normalising on one thread.
-        // Two hand-offs (parse, then normalise after an async key check) cost ~3 µs per
-        // event in thread wake-ups and cross-thread frees (docs/BENCHMARKS.md).
-        let worker = state.clone();
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || -> Result<(TenantId, Outcome)> {
+    let large = body.len() > BLOCKING_THRESHOLD_BYTES;
+    let (tenant, outcome) = decode_and_normalize(
+        &state,
+        large,
+        move || {
             let (body_key, historical, events) = parse_native(&headers, &body, cap)?;
-            let tenant = runtime.block_on(authenticate(&worker, header_key.or(body_key)))?;
-            let outcome = normalize_native(&worker, tenant, events, historical, meta)?;
-            Ok((tenant, outcome))
-        })
-        .await
-        .map_err(|e| IngestError::Internal(format!("decode task failed: {e}")))??
-    } else {
-        let (body_key, historical, events) = parse_native(&headers, &body, cap)?;
-        let tenant = authenticate(&state, header_key.or(body_key)).await?;
-        let outcome = normalize_native(&state, tenant, events, historical, meta)?;
-        (tenant, outcome)
-    };
+            Ok((header_key.or(body_key), (historical, events)))
+        },
+        move |state, tenant, (historical, events)| {
+            normalize_native(state, tenant, events, historical, meta)
+        },
+    )
+    .await?;
     let rejected: Vec<Value> = outcome
         .rejected
         .iter()
