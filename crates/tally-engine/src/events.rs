@@ -7,9 +7,7 @@
 //! reads persons only through the session's identity map (person ids resolved at query
 //! time).
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use datafusion::arrow::array::{Array, ArrayRef, FixedSizeBinaryArray, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
@@ -68,25 +66,6 @@ pub fn tally_uuid_text() -> ScalarUDF {
 }
 
 impl Engine {
-    /// Runs one query under the engine's time limit and records
-    /// `tally_engine_queries_total{kind,outcome}` and `tally_engine_query_seconds{kind}`.
-    pub(crate) async fn measured<T>(
-        &self,
-        kind: &'static str,
-        query: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let started = Instant::now();
-        let result = tokio::time::timeout(self.config.query_timeout, query)
-            .await
-            .unwrap_or(Err(Error::Timeout(self.config.query_timeout)));
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("tally_engine_queries_total", "kind" => kind, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("tally_engine_query_seconds", "kind" => kind)
-            .record(started.elapsed().as_secs_f64());
-        result
-    }
-
     /// The latest events of the query's tenant, newest first, one page at instant
     /// `now` (UTC microseconds; relative date ranges resolve against it) for a tenant
     /// whose time-zone setting is `tenant_time_zone`. Operator scopes are refused.

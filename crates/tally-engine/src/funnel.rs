@@ -30,7 +30,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, Int64Builder, ListArray, RecordBatch,
+    Array, ArrayRef, BooleanArray, Int64Array, Int64Builder, ListArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::common::{DataFusionError, ScalarValue, exec_err};
@@ -168,19 +168,7 @@ impl AggregateUDFImpl for FunnelUdaf {
 
 /// The spec argument: a constant string, decoded once per accumulator.
 fn decode_spec(args: &AccumulatorArgs) -> DfResult<Arc<FunnelSpec>> {
-    let Some(spec_expr) = args.exprs.get(2) else {
-        return exec_err!("tally_funnel takes (ts, mask, spec)");
-    };
-    // The spec is a constant: evaluating it needs no rows.
-    let empty = RecordBatch::new_empty(Arc::new(args.schema.clone()));
-    let text = match spec_expr.evaluate(&empty)? {
-        ColumnarValue::Scalar(
-            ScalarValue::Utf8(Some(s))
-            | ScalarValue::LargeUtf8(Some(s))
-            | ScalarValue::Utf8View(Some(s)),
-        ) => s,
-        _ => return exec_err!("tally_funnel: the spec must be a constant string"),
-    };
+    let text = crate::udf::constant_string_arg(args, 2, "tally_funnel", "(ts, mask, spec)")?;
     let spec = FunnelSpec::decode(&text).map_err(DataFusionError::Execution)?;
     Ok(Arc::new(spec))
 }

@@ -152,6 +152,26 @@ impl Engine {
         }
     }
 
+    /// Runs one query under the engine's time limit and records
+    /// `tally_engine_queries_total{kind,outcome}` and `tally_engine_query_seconds{kind}`.
+    /// Every public query method goes through it.
+    pub(crate) async fn measured<T>(
+        &self,
+        kind: &'static str,
+        query: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.config.query_timeout, query)
+            .await
+            .unwrap_or(Err(Error::Timeout(self.config.query_timeout)));
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        metrics::counter!("tally_engine_queries_total", "kind" => kind, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("tally_engine_query_seconds", "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
     /// Answers a trends query at instant `now` (UTC microseconds) for a tenant whose
     /// time-zone setting is `tenant_time_zone`.
     pub async fn trends(
@@ -160,19 +180,8 @@ impl Engine {
         now: i64,
         tenant_time_zone: Option<&str>,
     ) -> Result<TrendsResult> {
-        let started = Instant::now();
-        let result = tokio::time::timeout(
-            self.config.query_timeout,
-            self.trends_inner(query, now, tenant_time_zone),
-        )
-        .await
-        .unwrap_or(Err(Error::Timeout(self.config.query_timeout)));
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("tally_engine_queries_total", "kind" => "trends", "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("tally_engine_query_seconds", "kind" => "trends")
-            .record(started.elapsed().as_secs_f64());
-        result
+        self.measured("trends", self.trends_inner(query, now, tenant_time_zone))
+            .await
     }
 
     async fn trends_inner(
@@ -372,23 +381,13 @@ impl Engine {
         now: i64,
         tenant_time_zone: Option<&str>,
     ) -> Result<RetentionResult> {
-        let started = Instant::now();
-        let result = tokio::time::timeout(
-            self.config.query_timeout,
+        self.measured(
+            "retention",
             retention::run(self, query, now, tenant_time_zone),
         )
         .await
-        .unwrap_or(Err(Error::Timeout(self.config.query_timeout)));
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("tally_engine_queries_total", "kind" => "retention", "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("tally_engine_query_seconds", "kind" => "retention")
-            .record(started.elapsed().as_secs_f64());
-        result
     }
 
-    /// A session that sees exactly the tenant's events and identity map, under the
-    /// memory limit, with the `tally_*` functions.
     /// Answers a funnel query, every view, with or without breakdown.
     pub async fn funnel(
         &self,
@@ -396,19 +395,8 @@ impl Engine {
         now: i64,
         tenant_time_zone: Option<&str>,
     ) -> Result<FunnelResult> {
-        let started = Instant::now();
-        let result = tokio::time::timeout(
-            self.config.query_timeout,
-            self.funnel_inner(query, now, tenant_time_zone),
-        )
-        .await
-        .unwrap_or(Err(Error::Timeout(self.config.query_timeout)));
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("tally_engine_queries_total", "kind" => "funnel", "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("tally_engine_query_seconds", "kind" => "funnel")
-            .record(started.elapsed().as_secs_f64());
-        result
+        self.measured("funnel", self.funnel_inner(query, now, tenant_time_zone))
+            .await
     }
 
     async fn funnel_inner(
@@ -811,6 +799,8 @@ impl Engine {
         }))
     }
 
+    /// A session that sees exactly the tenant's events and identity map, under the
+    /// memory limit, with the `tally_*` functions.
     async fn session(&self, tenant: TenantId) -> Result<SessionContext> {
         let ctx = self.new_session()?;
         let events = self.store.events_table(tenant)?;

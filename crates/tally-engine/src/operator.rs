@@ -31,7 +31,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
 
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
@@ -174,7 +173,7 @@ impl Engine {
         now: i64,
         tenants: &[TenantInfo],
     ) -> Result<TrendsResult> {
-        self.limited("operator_trends", async {
+        self.measured("operator_trends", async {
             query.validate().map_err(tally_sql::Error::from)?;
             let mut q = query.clone();
             let mut rw = Rewriter::default();
@@ -203,7 +202,7 @@ impl Engine {
         now: i64,
         tenants: &[TenantInfo],
     ) -> Result<FunnelResult> {
-        self.limited("operator_funnel", async {
+        self.measured("operator_funnel", async {
             query.validate().map_err(tally_sql::Error::from)?;
             let mut q = query.clone();
             // Persons: the client's cursor names a (tenant, person); the views' person
@@ -262,7 +261,7 @@ impl Engine {
         now: i64,
         tenants: &[TenantInfo],
     ) -> Result<RetentionResult> {
-        self.limited("operator_retention", async {
+        self.measured("operator_retention", async {
             query.validate().map_err(tally_sql::Error::from)?;
             let mut q = query.clone();
             let mut rw = Rewriter::default();
@@ -277,24 +276,6 @@ impl Engine {
             crate::retention::run_on(self, &p.session, &p.catalog, &q, now, None).await
         })
         .await
-    }
-
-    /// Runs `work` under the query timeout, with the engine's metrics.
-    async fn limited<T>(
-        &self,
-        kind: &'static str,
-        work: impl Future<Output = Result<T>>,
-    ) -> Result<T> {
-        let started = Instant::now();
-        let result = tokio::time::timeout(self.config.query_timeout, work)
-            .await
-            .unwrap_or(Err(Error::Timeout(self.config.query_timeout)));
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!("tally_engine_queries_total", "kind" => kind, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("tally_engine_query_seconds", "kind" => kind)
-            .record(started.elapsed().as_secs_f64());
-        result
     }
 
     /// A session whose [`OPERATOR_SCOPE`] relations are the selected tenants' data.

@@ -23,15 +23,14 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, Int64Array, ListArray, RecordBatch,
+    Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, Int64Array, ListArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::common::{DataFusionError, ScalarValue, exec_err};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator,
-    Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 use serde_json::Value;
@@ -111,19 +110,8 @@ impl AggregateUDFImpl for RetentionUdaf {
 
 /// The spec argument: a constant string, decoded once per accumulator.
 fn decode_spec(args: &AccumulatorArgs) -> DfResult<Arc<RetentionSpec>> {
-    let Some(spec_expr) = args.exprs.get(5) else {
-        return exec_err!("{AGGREGATE} takes (period, mask, ts, uuid, row, spec)");
-    };
-    // The spec is a constant: evaluating it needs no rows.
-    let empty = RecordBatch::new_empty(Arc::new(args.schema.clone()));
-    let text = match spec_expr.evaluate(&empty)? {
-        ColumnarValue::Scalar(
-            ScalarValue::Utf8(Some(s))
-            | ScalarValue::LargeUtf8(Some(s))
-            | ScalarValue::Utf8View(Some(s)),
-        ) => s,
-        _ => return exec_err!("{AGGREGATE}: the spec must be a constant string"),
-    };
+    let text =
+        crate::udf::constant_string_arg(args, 5, AGGREGATE, "(period, mask, ts, uuid, row, spec)")?;
     let spec = RetentionSpec::decode(&text).map_err(DataFusionError::Execution)?;
     Ok(Arc::new(spec))
 }

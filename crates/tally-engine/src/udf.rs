@@ -153,3 +153,29 @@ fn json_extract(kind: JsonKind) -> ScalarUDF {
         }),
     )
 }
+
+/// The value of an aggregate's constant string argument (a spec), evaluated without
+/// rows: `name` and `signature` make the error say what was expected.
+pub(crate) fn constant_string_arg(
+    args: &datafusion::logical_expr::function::AccumulatorArgs,
+    index: usize,
+    name: &str,
+    signature: &str,
+) -> datafusion::error::Result<String> {
+    use datafusion::arrow::array::RecordBatch;
+    use datafusion::common::{ScalarValue, exec_err};
+
+    let Some(expr) = args.exprs.get(index) else {
+        return exec_err!("{name} takes {signature}");
+    };
+    // A constant: evaluating it needs no rows.
+    let empty = RecordBatch::new_empty(Arc::new(args.schema.clone()));
+    match expr.evaluate(&empty)? {
+        ColumnarValue::Scalar(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+        ) => Ok(s),
+        _ => exec_err!("{name}: the spec must be a constant string"),
+    }
+}
