@@ -16,6 +16,7 @@
 //! This crate owns ordering and the watermarks. It does not own the log format (tally-wal),
 //! the storage layout (tally-store) or the identity rules (tally-meta).
 
+mod background;
 pub mod record;
 mod sequencer;
 
@@ -30,6 +31,7 @@ use tally_wal::{Wal, WalConfig};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::background::BackgroundRuntime;
 use crate::sequencer::Sequencer;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum Error {
     Store(#[from] tally_store::Error),
     #[error("person store: {0}")]
     Meta(#[from] tally_meta::Error),
+    #[error("starting the background runtime: {0}")]
+    BackgroundRuntime(#[source] std::io::Error),
     #[error("undecodable WAL record {lsn}: {source}")]
     Decode { lsn: u64, source: serde_json::Error },
 }
@@ -60,6 +64,9 @@ pub struct PipelineConfig {
     pub compaction_interval: Duration,
     /// How often identity effects are applied to the person store.
     pub identity_interval: Duration,
+    /// Nice value added to the threads that flush and compact (Linux; 0 leaves them
+    /// at the request path's priority). See `background.rs` for why.
+    pub background_niceness: i32,
 }
 
 /// What start-up recovered.
@@ -76,6 +83,9 @@ pub struct StartupReport {
 #[derive(Clone)]
 pub struct LocalPipeline {
     inner: Arc<Inner>,
+    /// Runs the flush and compaction loops. Held here, not in `Inner`, so that the
+    /// loops (which hold `Inner`) never own the runtime they run on.
+    background: Arc<BackgroundRuntime>,
 }
 
 struct Inner {
@@ -177,7 +187,15 @@ impl LocalPipeline {
             config,
             shutdown,
         });
-        Ok((LocalPipeline { inner }, report))
+        let background = BackgroundRuntime::new(inner.config.background_niceness)
+            .map_err(Error::BackgroundRuntime)?;
+        Ok((
+            LocalPipeline {
+                inner,
+                background: Arc::new(background),
+            },
+            report,
+        ))
     }
 
     pub fn store(&self) -> &Arc<EmbeddedStore> {
@@ -185,11 +203,14 @@ impl LocalPipeline {
     }
 
     /// Starts the flush, identity and compaction loops. They stop when
-    /// [`LocalPipeline::shutdown`] is called.
+    /// [`LocalPipeline::shutdown`] is called. Flushes and compactions run on the
+    /// low-priority background runtime; the identity loop (short SQLite writes) on the
+    /// caller's.
     pub fn spawn_background(&self) -> Vec<JoinHandle<()>> {
         let flush = {
             let inner = self.inner.clone();
-            tokio::spawn(async move { inner.flush_loop().await })
+            self.background
+                .spawn(async move { inner.flush_loop().await })
         };
         let identity = {
             let inner = self.inner.clone();
@@ -197,7 +218,8 @@ impl LocalPipeline {
         };
         let compaction = {
             let inner = self.inner.clone();
-            tokio::spawn(async move { inner.compaction_loop().await })
+            self.background
+                .spawn(async move { inner.compaction_loop().await })
         };
         vec![flush, identity, compaction]
     }

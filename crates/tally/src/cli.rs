@@ -243,6 +243,17 @@ pub struct StorageArgs {
         default_value_t = 8
     )]
     pub compaction_min_files: usize,
+    /// Nice value of the threads that flush and compact (Linux): a higher value lets
+    /// ingest requests take the CPU first, so flushes and compactions do not show up
+    /// in acknowledgement latency. 0 runs them at normal priority.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_BACKGROUND_NICENESS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(i32).range(0..=19)
+    )]
+    pub background_niceness: i32,
 }
 
 #[derive(Debug, Subcommand)]

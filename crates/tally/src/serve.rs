@@ -84,6 +84,7 @@ fn pipeline_config(dir: &DataDir, storage: &StorageArgs) -> PipelineConfig {
         flush_bytes: storage.max_buffer_bytes / 4,
         compaction_interval: Duration::from_millis(storage.compaction_interval_ms),
         identity_interval: Duration::from_millis(200),
+        background_niceness: storage.background_niceness,
     }
 }
 
