@@ -279,7 +279,12 @@ impl EmbeddedStore {
         };
         let inner = self.inner.clone();
         let report = blocking(move || inner.write_frozen(buffers, catalogs)).await?;
-        self.inner.dedup.lock().maybe_sweep(now_micros());
+        let retired = {
+            let mut dedup = self.inner.dedup.lock();
+            dedup.sweep(now_micros());
+            dedup.take_retired()
+        };
+        drop(retired);
         self.inner.reap_obsolete();
         metrics::histogram!("tally_store_flush_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(
@@ -485,6 +490,8 @@ impl Inner {
                 }
             })?;
         }
+        // Nobody else holds the index yet: free what the cap evicted during the rebuild.
+        drop(dedup.take_retired());
         tracing::info!(
             files = manifest.files.len(),
             generation = manifest.generation,
@@ -598,9 +605,12 @@ impl Inner {
         if evicted > 0 {
             tracing::warn!(
                 evicted,
+                oldest_received_at = ?dedup.oldest_recent_received_at(),
                 "recent dedup index is full; the exact dedup window is shorter than configured"
             );
         }
+        // Evicted generations are freed after the lock is released (below).
+        let retired = dedup.take_retired();
         let duplicates = total - accepted.len();
         let inserted = accepted.len();
 
@@ -623,6 +633,7 @@ impl Inner {
                 || state.active.bytes >= self.config.flush_bytes
         };
         drop(dedup);
+        drop(retired);
         if flush_due {
             self.flush_wanted.notify_one();
         }
@@ -1014,7 +1025,9 @@ impl Inner {
         for (tenant, uuid, received_at) in recent {
             dedup.insert_recent(tenant, uuid, received_at);
         }
+        let retired = dedup.take_retired();
         drop(dedup);
+        drop(retired);
         if duplicates > 0 {
             metrics::counter!("tally_store_duplicates_dropped_total").increment(duplicates);
         }
