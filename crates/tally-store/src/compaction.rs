@@ -1,5 +1,6 @@
 //! Background compaction: many small files of a partition become few large ones,
-//! sorted by `(distinct_id, timestamp)` and deduplicated by uuid.
+//! sorted by `(event, day, distinct_id, timestamp, uuid)` (see `schema::sort_batch`)
+//! and deduplicated by uuid.
 //!
 //! Owns the compaction policy (which partitions to merge, into which level), the
 //! merge itself (a DataFusion sort that spills to disk beyond a memory budget, then a
@@ -24,7 +25,8 @@ use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::prelude::{SessionConfig, SessionContext, col};
+use arrow::datatypes::DataType;
+use datafusion::prelude::{SessionConfig, SessionContext, cast, col, lit};
 use futures::StreamExt;
 
 use crate::dedup::PartitionKey;
@@ -176,7 +178,15 @@ impl Inner {
         let session = SessionConfig::new().with_target_partitions(2);
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         let table = listing_table(&job.inputs, schema.clone())?;
+        // The order of `schema::sort_batch`, the day as `sort_key_day` computes it:
+        // floor division (SQL's `/` truncates toward zero; `ts - ts mod⁺ day` is the
+        // floor multiple, so events before 1970 sort the same way too).
+        let micros = cast(col(columns::TIMESTAMP), DataType::Int64);
+        let per_day = || lit(tally_core::time::MICROS_PER_DAY);
+        let day = (micros.clone() - ((micros % per_day()) + per_day()) % per_day()) / per_day();
         let sorted = ctx.read_table(Arc::new(table))?.sort(vec![
+            col(columns::EVENT).sort(true, false),
+            day.sort(true, false),
             col(columns::DISTINCT_ID).sort(true, false),
             col(columns::TIMESTAMP).sort(true, false),
             col(columns::UUID).sort(true, false),

@@ -39,25 +39,21 @@ pub(crate) fn writer_properties(config: &StoreConfig) -> WriterProperties {
         Codec::Lz4 => Compression::LZ4_RAW,
         Codec::Uncompressed => Compression::UNCOMPRESSED,
     };
-    // Column indexes 2 and 3 are distinct_id and timestamp in `schema::fixed_fields`.
-    let sorting = vec![
-        SortingColumn {
-            column_idx: 2,
-            descending: false,
-            nulls_first: false,
-        },
-        SortingColumn {
-            column_idx: 3,
-            descending: false,
-            nulls_first: false,
-        },
-    ];
+    // Files are sorted by `(event, day, distinct_id, timestamp, uuid)` (see
+    // `schema::sort_batch`); the day is computed, so only the event column (index 1
+    // in `schema::fixed_fields`) can be declared as the sorted prefix.
+    let sorting = vec![SortingColumn {
+        column_idx: 1,
+        descending: false,
+        nulls_first: false,
+    }];
     WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_2_0)
         .set_compression(compression)
         .set_max_row_group_row_count(Some(config.row_group_rows.max(1)))
         // Page-level min/max lets DataFusion skip pages of a sorted file, not just row
-        // groups (a person's events are contiguous after compaction).
+        // groups: with rows ordered by event and day, a question about a few events
+        // over a few days reads only their pages.
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_sorting_columns(Some(sorting))
         // Dictionary encoding is on by default and pays for event names, property

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, BooleanBuilder, FixedSizeBinaryArray, FixedSizeBinaryBuilder, Float64Builder,
-    RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    Int64Array, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
     TimestampMicrosecondBuilder, new_null_array,
 };
 use arrow::compute::{SortColumn, cast, lexsort_to_indices, take_record_batch};
@@ -484,18 +484,24 @@ pub fn sort_batches(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
         [one] => return sort_batch(one),
         _ => {}
     }
-    let mut keys = Vec::with_capacity(3);
-    for name in [columns::DISTINCT_ID, columns::TIMESTAMP, columns::UUID] {
-        let parts = batches
-            .iter()
-            .map(|b| b.column_by_name(name).map(|c| c.as_ref()))
-            .collect::<Option<Vec<&dyn arrow::array::Array>>>()
-            .ok_or_else(|| Error::unexpected("record batch", format!("no column {name}")))?;
-        keys.push(SortColumn {
-            values: arrow::compute::concat(&parts)?,
-            options: None,
-        });
-    }
+    // Only the sort keys are concatenated, from one narrow batch per input.
+    let key_columns = [columns::EVENT, columns::DISTINCT_ID, columns::TIMESTAMP, columns::UUID];
+    let narrow = batches
+        .iter()
+        .map(|b| {
+            let indices = key_columns
+                .iter()
+                .map(|name| {
+                    b.schema().index_of(name).map_err(|_| {
+                        Error::unexpected("record batch", format!("no column {name}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(b.project(&indices)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let keys_batch = arrow::compute::concat_batches(&narrow[0].schema(), &narrow)?;
+    let keys = sort_keys(&keys_batch)?;
     let order = lexsort_to_indices(&keys, None)?;
     // Global row number -> (input batch, row in it).
     let mut origin = Vec::with_capacity(order.len());
@@ -507,30 +513,55 @@ pub fn sort_batches(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
     Ok(arrow::compute::interleave_record_batch(&inputs, &picks)?)
 }
 
-/// Sorts a batch by `(distinct_id, timestamp, uuid)`: the order funnels and retention
-/// walk a person's events in, with uuid as a tiebreak so the order is total.
+/// The order of rows in every file the store writes: `(event, UTC day of timestamp,
+/// distinct_id, timestamp, uuid)`.
+///
+/// Event first, then day, because nearly every question names its events and a
+/// range of days: with the rows of one event and day contiguous, the min/max
+/// statistics of Parquet pages (written for every column, see
+/// `files::writer_properties`) let a scan skip every page of other events and other
+/// days (the Parquet page index). Funnels and retention do not need the rows in
+/// person order — their aggregates collect each person's `(timestamp, step)` pairs and
+/// sort them per person — but within an event and day a person's events stay
+/// together, which keeps `distinct_id` (and the per-session properties) compressing
+/// well. The uuid makes the order total.
+///
+/// [`sort_key_day`] is the day; compaction sorts with the same key in DataFusion.
 pub fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch> {
     if batch.num_rows() <= 1 {
         return Ok(batch.clone());
     }
-    let key = |name: &str| -> Result<SortColumn> {
-        let values = batch
-            .column_by_name(name)
-            .ok_or_else(|| Error::unexpected("record batch", format!("no column {name}")))?;
-        Ok(SortColumn {
-            values: values.clone(),
-            options: None,
-        })
-    };
-    let indices = lexsort_to_indices(
-        &[
-            key(columns::DISTINCT_ID)?,
-            key(columns::TIMESTAMP)?,
-            key(columns::UUID)?,
-        ],
-        None,
-    )?;
+    let indices = lexsort_to_indices(&sort_keys(batch)?, None)?;
     Ok(take_record_batch(batch, &indices)?)
+}
+
+/// The UTC day (days since the epoch, rounded down) of a microsecond timestamp: the
+/// second component of the sort order ([`sort_batch`]).
+pub fn sort_key_day(timestamp_micros: i64) -> i64 {
+    timestamp_micros.div_euclid(tally_core::time::MICROS_PER_DAY)
+}
+
+/// The sort columns of [`sort_batch`] for one batch.
+fn sort_keys(batch: &RecordBatch) -> Result<Vec<SortColumn>> {
+    let column = |name: &str| -> Result<ArrayRef> {
+        batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| Error::unexpected("record batch", format!("no column {name}")))
+    };
+    let timestamps = timestamp_column(batch, columns::TIMESTAMP)?;
+    let days: Int64Array = timestamps.iter().map(|t| t.map(sort_key_day)).collect();
+    let key = |values: ArrayRef| SortColumn {
+        values,
+        options: None,
+    };
+    Ok(vec![
+        key(column(columns::EVENT)?),
+        key(Arc::new(days)),
+        key(column(columns::DISTINCT_ID)?),
+        key(column(columns::TIMESTAMP)?),
+        key(column(columns::UUID)?),
+    ])
 }
 
 fn string_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
@@ -715,15 +746,27 @@ mod tests {
     }
 
     #[test]
-    fn sort_orders_by_person_then_time() {
-        let mut events = [
-            event(3, json!({})),
-            event(1, json!({})),
-            event(2, json!({})),
+    fn sort_orders_by_event_then_day_then_person_then_time() {
+        const DAY: i64 = tally_core::time::MICROS_PER_DAY;
+        // (uuid, event, distinct_id, timestamp)
+        let rows = [
+            (1, "view", "b", DAY + 5),
+            (2, "view", "a", DAY + 9),
+            (3, "buy", "z", 3 * DAY),
+            (4, "view", "z", 7),
+            (5, "view", "a", DAY + 1),
+            (6, "view", "a", -1),
         ];
-        events[0].distinct_id = "a".into();
-        events[1].distinct_id = "b".into();
-        events[2].distinct_id = "a".into();
+        let events: Vec<Event> = rows
+            .iter()
+            .map(|&(uuid, name, distinct_id, ts)| {
+                let mut e = event(uuid, json!({}));
+                e.event = name.into();
+                e.distinct_id = distinct_id.into();
+                e.timestamp = ts;
+                e
+            })
+            .collect();
         let batch = events_to_batch(
             events.iter().map(|e| (e, None)),
             &PropertyCatalog::default(),
@@ -731,7 +774,11 @@ mod tests {
         .unwrap();
         let sorted = batch_to_events(&sort_batch(&batch).unwrap()).unwrap();
         let order: Vec<u128> = sorted.iter().map(|e| e.uuid.as_u128()).collect();
-        assert_eq!(order, vec![2, 3, 1]);
+        // buy first; then view by day (-1 is day -1), then person, then time.
+        assert_eq!(order, vec![3, 6, 4, 5, 2, 1]);
+        assert_eq!(sort_key_day(-1), -1);
+        assert_eq!(sort_key_day(DAY - 1), 0);
+        assert_eq!(sort_key_day(DAY), 1);
     }
 
     proptest::proptest! {

@@ -1050,9 +1050,17 @@ impl Inner {
             let catalog = catalogs.get(&tenant).unwrap_or(&empty);
             // Sorting the events themselves (not an Arrow batch) lets each chunk be
             // converted and written in order, so files come out globally sorted.
-            events.sort_unstable_by(|a, b| {
-                (&a.distinct_id, a.timestamp, a.uuid).cmp(&(&b.distinct_id, b.timestamp, b.uuid))
-            });
+            // The order of `schema::sort_batch`.
+            fn sort_key(e: &Event) -> (&str, i64, &str, i64, uuid::Uuid) {
+                (
+                    &e.event,
+                    crate::schema::sort_key_day(e.timestamp),
+                    &e.distinct_id,
+                    e.timestamp,
+                    e.uuid,
+                )
+            }
+            events.sort_unstable_by(|a, b| sort_key(a).cmp(&sort_key(b)));
             let schema = {
                 let columns: BTreeSet<String> = catalog
                     .property_columns()

@@ -5,19 +5,26 @@ use tally_store::{EmbeddedStore, PartitionGranularity};
 use crate::*;
 
 /// Reads a data file in its stored order.
-async fn file_rows(path: &std::path::Path) -> Vec<(String, i64)> {
+/// Each row's sort key `(event, day, distinct_id, timestamp)` (the store's file order,
+/// `tally_store::sort_batch`, less the uuid tiebreak), in file order.
+async fn file_rows(path: &std::path::Path) -> Vec<(String, i64, String, i64)> {
     let ctx = SessionContext::new();
     let df = ctx
         .read_parquet(path.to_str().unwrap(), Default::default())
         .await
         .unwrap();
-    let mut rows = Vec::new();
-    for b in df.collect().await.unwrap() {
-        let d = arrow::compute::cast(
-            b.column_by_name("distinct_id").unwrap(),
+    let text = |b: &arrow::array::RecordBatch, name: &str| {
+        arrow::compute::cast(
+            b.column_by_name(name).unwrap(),
             &arrow::datatypes::DataType::Utf8,
         )
-        .unwrap();
+        .unwrap()
+    };
+    let mut rows = Vec::new();
+    for b in df.collect().await.unwrap() {
+        let e = text(&b, "event");
+        let e = e.as_any().downcast_ref::<StringArray>().unwrap();
+        let d = text(&b, "distinct_id");
         let d = d.as_any().downcast_ref::<StringArray>().unwrap();
         let t = b
             .column_by_name("timestamp")
@@ -26,7 +33,13 @@ async fn file_rows(path: &std::path::Path) -> Vec<(String, i64)> {
             .downcast_ref::<TimestampMicrosecondArray>()
             .unwrap();
         for i in 0..b.num_rows() {
-            rows.push((d.value(i).to_owned(), t.value(i)));
+            let ts = t.value(i);
+            rows.push((
+                e.value(i).to_owned(),
+                ts.div_euclid(tally_core::time::MICROS_PER_DAY),
+                d.value(i).to_owned(),
+                ts,
+            ));
         }
     }
     rows
@@ -59,7 +72,8 @@ async fn compaction_sorts_dedups_levels_up_and_keeps_counts() {
     assert!(!stats.levels.contains_key(&0));
     assert_eq!(stats.levels[&1].rows, 400);
     assert_eq!(stats.levels[&1].files, 2, "target_file_rows = 256");
-    // Files are sorted by (distinct_id, timestamp), also across the file boundary.
+    // Files are sorted by (event, day, distinct_id, timestamp), also across the file
+    // boundary.
     let mut concatenated = Vec::new();
     let mut files = store.files(T1);
     files.sort_by(|a, b| a.id.cmp(&b.id));
