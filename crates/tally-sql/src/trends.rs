@@ -6,6 +6,11 @@
 //! semantics (weight descending, canonical value ascending), passes the top keys back
 //! in, and zero-fills buckets and rows the statements did not return
 //! ([`TrendsPlan::empty_metric`]). Formulas are evaluated by the caller per bucket.
+//!
+//! With a breakdown and only foldable maths (counts, sums, averages, minima, maxima)
+//! the caller can instead run one grouped statement per (series, period)
+//! ([`TrendsPlan::series_grouped_sql`]: partials per bucket and raw breakdown value)
+//! and rank, cut and fold the rows itself; this module only writes the SQL.
 
 use chrono::{Days, NaiveDateTime};
 use tally_core::TenantId;
@@ -160,6 +165,7 @@ pub fn compile_trends<'a>(
     };
     for i in 0..query.series.len() {
         plan.series_sql(i, &plan.current, None)?;
+        plan.series_grouped_sql(i, &plan.current)?;
     }
     plan.ranking_sql()?;
     Ok(plan)
@@ -339,6 +345,117 @@ impl TrendsPlan<'_> {
         })
     }
 
+    /// Whether series maths `math` folds: its value for a (bucket, breakdown row) can
+    /// be computed from per-(bucket, raw key) partials ([`TrendsPlan::series_grouped_sql`]).
+    /// Counts, sums, averages, minima and maxima do; quantiles and anything over
+    /// persons (a person's events can span several raw keys of one row) do not.
+    pub fn is_foldable(math: &Math) -> bool {
+        match math {
+            Math::Total => true,
+            Math::Property { aggregation, .. } => matches!(
+                aggregation,
+                PropertyAggregation::Sum
+                    | PropertyAggregation::Avg
+                    | PropertyAggregation::Min
+                    | PropertyAggregation::Max
+            ),
+            Math::UniquePersons | Math::Dau | Math::Wau | Math::Mau | Math::PerPerson { .. } => {
+                false
+            }
+        }
+    }
+
+    /// With a breakdown and a foldable maths ([`TrendsPlan::is_foldable`]): series
+    /// `series` over `period` grouped by bucket and raw breakdown value, so that the
+    /// caller ranks keys, cuts the top and folds the "other" row itself instead of
+    /// running [`TrendsPlan::ranking_sql`], [`TrendsPlan::other_count_sql`] and a
+    /// [`TrendsPlan::series_sql`] whose row index compares every event with every top
+    /// key.
+    ///
+    /// Rows: `bucket_index` (BIGINT), the breakdown columns as
+    /// [`TrendsPlan::ranking_sql`] names them, `n` (BIGINT, matching events, whether
+    /// or not the maths' property is set), `c` (BIGINT, events whose property reads
+    /// as a number), `s`, `lo`, `hi` (DOUBLE: sum, minimum, maximum of those
+    /// numbers). Columns a maths does not need are constants (`c` 0, the others
+    /// NULL), so every series has the same shape. `None` without a breakdown or for
+    /// other maths.
+    pub fn series_grouped_sql(&self, series: usize, period: &PeriodPlan) -> Result<Option<String>> {
+        let d = self.dialect;
+        let q = self.query;
+        let Some(sr) = q.series.get(series) else {
+            return Err(crate::Error::Unsupported(format!(
+                "series index {series} out of range"
+            )));
+        };
+        let Some(b) = &q.breakdown else {
+            return Ok(None);
+        };
+        if !Self::is_foldable(&sr.math) {
+            return Ok(None);
+        }
+        let s = self.scoped();
+        let cols = s.breakdown_columns(&b.properties)?;
+        let matcher = s.matcher(&sr.matcher(), &q.filters)?;
+        let null = d.typed_null("number");
+        let zero = "CAST(0 AS BIGINT)";
+        let (value, partials) = match &sr.math {
+            Math::Property {
+                property,
+                aggregation,
+            } => {
+                let value = s
+                    .property(property)?
+                    .as_number(d)
+                    .unwrap_or_else(|| null.to_string());
+                let count = "CAST(COUNT(x) AS BIGINT)".to_string();
+                // `x` is already a double. No CAST: a group whose values are all NULL
+                // aggregates to NULL, which ClickHouse refuses to cast to a
+                // non-nullable type (the statements of `series_sql` filter NULLs
+                // out; here the group must stay, it still counts towards `n`).
+                let of = |agg: &str| format!("{agg}(x)");
+                // Only the partials the aggregation folds from: each one costs an
+                // accumulator per group.
+                let [c, sum, lo, hi] = match aggregation {
+                    PropertyAggregation::Sum | PropertyAggregation::Avg => {
+                        [count, of("SUM"), null.to_string(), null.to_string()]
+                    }
+                    PropertyAggregation::Min => {
+                        [count, null.to_string(), of("MIN"), null.to_string()]
+                    }
+                    PropertyAggregation::Max => {
+                        [count, null.to_string(), null.to_string(), of("MAX")]
+                    }
+                    // Refused by `is_foldable` above.
+                    _ => return Ok(None),
+                };
+                (format!(", {value} AS x"), [c, sum, lo, hi])
+            }
+            _ => (
+                String::new(),
+                [
+                    zero.to_string(),
+                    null.to_string(),
+                    null.to_string(),
+                    null.to_string(),
+                ],
+            ),
+        };
+        let [c, sum, lo, hi] = partials;
+        let mut conds = s.time_bounds(Some(period.range.start), Some(period.range.end));
+        conds.push(matcher);
+        let bucket = period.bucket_expr(&s.ts());
+        let inner_cols: Vec<String> = cols.iter().map(|(e, n)| format!("{e} AS {n}")).collect();
+        let names: Vec<&str> = cols.iter().map(|(_, n)| n.as_str()).collect();
+        Ok(Some(format!(
+            "SELECT bucket_index, {names}, CAST(COUNT(*) AS BIGINT) AS n, {c} AS c, {sum} AS s, {lo} AS lo, {hi} AS hi \
+             FROM (SELECT {bucket} AS bucket_index, {inner}{value} {from}) t GROUP BY bucket_index, {names}{suffix}",
+            names = names.join(", "),
+            inner = inner_cols.join(", "),
+            from = s.scoped_source(&conds),
+            suffix = d.statement_suffix(),
+        )))
+    }
+
     /// DAU/WAU/MAU: distinct persons per bucket over the bucket's trailing window.
     ///
     /// When every bucket's window is exactly the bucket (DAU on daily buckets, WAU on
@@ -486,6 +603,74 @@ mod tests {
                     && stmt.contains("LEFT JOIN tenant_3_persons AS pp ON"),
                 "{stmt}"
             );
+        }
+    }
+
+    #[test]
+    fn grouped_statements_exist_only_for_breakdowns_of_foldable_maths() {
+        let catalog = PropertyCatalog::new();
+        let ctx = CompileContext {
+            now: NOW,
+            tenant_time_zone: Some("UTC"),
+            catalog: &catalog,
+        };
+        let amount = r#"{"source":"event","key":"amount"}"#;
+        let cases = [
+            (r#"{"type":"total"}"#.to_string(), true),
+            (
+                format!(r#"{{"type":"property","aggregation":"sum","property":{amount}}}"#),
+                true,
+            ),
+            (
+                format!(r#"{{"type":"property","aggregation":"avg","property":{amount}}}"#),
+                true,
+            ),
+            (
+                format!(r#"{{"type":"property","aggregation":"min","property":{amount}}}"#),
+                true,
+            ),
+            (
+                format!(r#"{{"type":"property","aggregation":"max","property":{amount}}}"#),
+                true,
+            ),
+            (
+                format!(r#"{{"type":"property","aggregation":"median","property":{amount}}}"#),
+                false,
+            ),
+            (
+                format!(r#"{{"type":"property","aggregation":"p99","property":{amount}}}"#),
+                false,
+            ),
+            (r#"{"type":"unique_persons"}"#.to_string(), false),
+            (r#"{"type":"dau"}"#.to_string(), false),
+            (
+                r#"{"type":"per_person","aggregation":"avg"}"#.to_string(),
+                false,
+            ),
+        ];
+        for (math, foldable) in cases {
+            let without = query(&math, "day", DST_WEEK);
+            let with = without.replacen(
+                r#""series""#,
+                r#""breakdown":{"properties":[{"source":"event","key":"$browser"}]},"series""#,
+                1,
+            );
+            for (text, breakdown) in [(without, false), (with, true)] {
+                let tally_query::Query::Trends(q) = serde_json::from_str(&text).unwrap() else {
+                    panic!("not a trends query: {text}");
+                };
+                let plan = compile_trends(&q, &DataFusionDialect, &ctx).unwrap();
+                let sql = plan.series_grouped_sql(0, &plan.current).unwrap();
+                assert_eq!(sql.is_some(), foldable && breakdown, "{math}: {sql:?}");
+                if let Some(sql) = sql {
+                    // Nothing reads the person: no identity map, no row CASE.
+                    assert!(!sql.contains("person_map"), "{sql}");
+                    assert!(!sql.contains("CASE"), "{sql}");
+                    assert!(sql.contains("GROUP BY bucket_index, b0_s, b0_n, b0_b, b0_o"));
+                    assert_eq!(sql.contains("COUNT(x)"), math.contains("property"), "{sql}");
+                }
+                assert!(plan.series_grouped_sql(1, &plan.current).is_err());
+            }
         }
     }
 

@@ -79,6 +79,16 @@ fn render(query: &Query, dialect: &dyn Dialect) -> String {
                     out.push_str(&format!("-- series {i}, previous\n{sql};\n"));
                 }
             }
+            for i in 0..q.series.len() {
+                if let Some(sql) = plan.series_grouped_sql(i, &plan.current).unwrap() {
+                    out.push_str(&format!("-- series {i} grouped, current\n{sql};\n"));
+                }
+                if let Some(prev) = &plan.previous
+                    && let Some(sql) = plan.series_grouped_sql(i, prev).unwrap()
+                {
+                    out.push_str(&format!("-- series {i} grouped, previous\n{sql};\n"));
+                }
+            }
         }
         Query::Funnel(q) => match compile_funnel(q, dialect, &ctx) {
             Ok(plan) => {
