@@ -10,10 +10,10 @@
 //! events, persons and schema listings ([`events`], [`persons`], [`schema`]).
 //!
 //! Does not own: SQL text (tally-sql), query semantics (tally-query), storage
-//! (tally-store). Trends, funnels (every view) and retention ([`retention`], the
-//! `tally_retention` aggregate) are executed for one tenant, and for several at once
-//! through [`operator`] (`Engine::*_operator`, views under a reserved tenant; see
-//! `docs/QUERY-ENGINE.md`).
+//! (tally-store). Trends ([`trends`], with a grouped path for breakdowns), funnels
+//! (every view) and retention ([`retention`], the `tally_retention` aggregate) are
+//! executed for one tenant, and for several at once through [`operator`]
+//! (`Engine::*_operator`, views under a reserved tenant; see `docs/QUERY-ENGINE.md`).
 
 pub mod events;
 pub mod funnel;
@@ -21,6 +21,7 @@ pub mod operator;
 pub mod persons;
 pub mod retention;
 pub mod schema;
+pub mod trends;
 pub mod udf;
 
 use std::collections::HashMap;
@@ -44,14 +45,12 @@ use tally_query::funnel::{
     FunnelPersonsResult, FunnelStepResult, FunnelStepsResult, FunnelView, HistogramBin,
     PersonCursor, PersonKey, StepStatus, TimeToConvertResult,
 };
-use tally_query::trends::{TrendsPeriod, TrendsRow};
 use tally_query::{
     BreakdownValue, FunnelOrder, FunnelQuery, FunnelResult, RetentionQuery, RetentionResult, Scope,
-    TrendsQuery, TrendsResult,
 };
 use tally_sql::{
-    BreakdownKey, CompileContext, DataFusionDialect, FunnelPlan, KeyColumns, PeriodPlan,
-    PropertyCatalog, PropertyValue, TrendsPlan, compile_funnel, compile_trends,
+    BreakdownKey, CompileContext, DataFusionDialect, FunnelPlan, KeyColumns, PropertyCatalog,
+    PropertyValue, compile_funnel,
 };
 use tally_store::{EmbeddedStore, parse_property_column};
 
@@ -134,6 +133,8 @@ pub struct Engine {
     person_maps: Mutex<HashMap<TenantId, (u64, Arc<MemTable>)>>,
     /// Per tenant, the persons relation and records of the latest persons version.
     persons: Arc<persons::PersonsCache>,
+    /// See [`Engine::with_trends_grouped_row_limit`].
+    trends_grouped_row_limit: usize,
 }
 
 impl Engine {
@@ -149,6 +150,7 @@ impl Engine {
             identities,
             config,
             person_maps: Mutex::new(HashMap::new()),
+            trends_grouped_row_limit: trends::DEFAULT_TRENDS_GROUPED_ROW_LIMIT,
         }
     }
 
@@ -170,207 +172,6 @@ impl Engine {
         metrics::histogram!("tally_engine_query_seconds", "kind" => kind)
             .record(started.elapsed().as_secs_f64());
         result
-    }
-
-    /// Answers a trends query at instant `now` (UTC microseconds) for a tenant whose
-    /// time-zone setting is `tenant_time_zone`.
-    pub async fn trends(
-        &self,
-        query: &TrendsQuery,
-        now: i64,
-        tenant_time_zone: Option<&str>,
-    ) -> Result<TrendsResult> {
-        self.measured("trends", self.trends_inner(query, now, tenant_time_zone))
-            .await
-    }
-
-    async fn trends_inner(
-        &self,
-        query: &TrendsQuery,
-        now: i64,
-        tenant_time_zone: Option<&str>,
-    ) -> Result<TrendsResult> {
-        let Scope::Tenant(tenant) = query.scope else {
-            // The compiler refuses operator scopes with a clear error.
-            let catalog = PropertyCatalog::new();
-            let ctx = CompileContext {
-                now,
-                tenant_time_zone,
-                catalog: &catalog,
-            };
-            compile_trends(query, &DataFusionDialect, &ctx)?;
-            return Err(Error::Execution("operator scope".to_string()));
-        };
-        let session = self.session(tenant).await?;
-        let catalog = self.catalog(tenant)?;
-        self.trends_on(&session, &catalog, query, now, tenant_time_zone)
-            .await
-    }
-
-    /// Trends on a prepared session (a tenant's, or an operator query's views).
-    async fn trends_on(
-        &self,
-        session: &SessionContext,
-        catalog: &PropertyCatalog,
-        query: &TrendsQuery,
-        now: i64,
-        tenant_time_zone: Option<&str>,
-    ) -> Result<TrendsResult> {
-        let ctx = CompileContext {
-            now,
-            tenant_time_zone,
-            catalog,
-        };
-        let plan = compile_trends(query, &DataFusionDialect, &ctx)?;
-
-        // Breakdown: rank keys on the current period, merged by canonical value.
-        let mut top: Option<Vec<Vec<Value>>> = None;
-        let mut with_other = false;
-        if let (Some(b), Some(sql)) = (&query.breakdown, plan.ranking_sql()?) {
-            let batches = self.run(session, &sql).await?;
-            let mut weights: Vec<(Vec<Value>, i64)> = Vec::new();
-            for batch in &batches {
-                let weight = int_column(batch, batch.num_columns() - 1)?;
-                for r in 0..batch.num_rows() {
-                    let key = (0..b.properties.len())
-                        .map(|i| breakdown_value(batch, i, r))
-                        .collect::<Result<Vec<_>>>()?;
-                    let w = weight.value(r);
-                    match weights.iter_mut().find(|(k, _)| keys_equal(k, &key)) {
-                        Some((_, total)) => *total += w,
-                        None => weights.push((key, w)),
-                    }
-                }
-            }
-            weights.sort_by(|(ka, wa), (kb, wb)| wb.cmp(wa).then_with(|| compare_keys(ka, kb)));
-            weights.truncate(b.limit as usize);
-            let keys: Vec<Vec<Value>> = weights.into_iter().map(|(k, _)| k).collect();
-            let sql_keys = to_sql_keys(&keys);
-            if let Some(sql) = plan.other_count_sql(&sql_keys)? {
-                let batches = self.run(session, &sql).await?;
-                with_other = batches
-                    .iter()
-                    .any(|b| b.num_rows() > 0 && int_column(b, 0).is_ok_and(|c| c.value(0) > 0));
-            }
-            top = Some(keys);
-        }
-        let sql_top = top.as_ref().map(|k| to_sql_keys(k));
-
-        let current = self
-            .period(
-                session,
-                &plan,
-                &plan.current,
-                sql_top.as_deref(),
-                top.as_deref(),
-                with_other,
-            )
-            .await?;
-        let previous = match &plan.previous {
-            Some(p) => Some(
-                self.period(
-                    session,
-                    &plan,
-                    p,
-                    sql_top.as_deref(),
-                    top.as_deref(),
-                    with_other,
-                )
-                .await?,
-            ),
-            None => None,
-        };
-        Ok(TrendsResult { current, previous })
-    }
-
-    async fn period(
-        &self,
-        session: &SessionContext,
-        plan: &TrendsPlan<'_>,
-        period: &PeriodPlan,
-        sql_top: Option<&[BreakdownKey]>,
-        top: Option<&[Vec<Value>]>,
-        with_other: bool,
-    ) -> Result<TrendsPeriod> {
-        let q = plan.query;
-        // Rows: all (no breakdown), or the top keys then "other".
-        let mut rows: Vec<(i64, Option<BreakdownValue>)> = match top {
-            None => vec![(0, None)],
-            Some(keys) => keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| (i as i64, Some(BreakdownValue::Values { values: k.clone() })))
-                .collect(),
-        };
-        if top.is_some() && with_other {
-            rows.push((-1, Some(BreakdownValue::Other)));
-        }
-        let buckets = period.buckets.len();
-        let mut series_rows = Vec::new();
-        let mut by_row: Vec<Vec<Vec<Option<f64>>>> = vec![Vec::new(); rows.len()];
-        for (si, s) in q.series.iter().enumerate() {
-            let sql = plan.series_sql(si, period, sql_top)?;
-            let batches = self.run(session, &sql).await?;
-            let empty = TrendsPlan::empty_metric(&s.math);
-            let mut values = vec![vec![empty; buckets]; rows.len()];
-            for batch in &batches {
-                let bucket = int_column(batch, 0)?;
-                let row = int_column(batch, 1)?;
-                let metric = float_column(batch, 2)?;
-                for r in 0..batch.num_rows() {
-                    let Some(ri) = rows.iter().position(|(id, _)| *id == row.value(r)) else {
-                        continue;
-                    };
-                    let Ok(b) = usize::try_from(bucket.value(r)) else {
-                        continue;
-                    };
-                    if b < buckets {
-                        values[ri][b] = if metric.is_null(r) {
-                            empty
-                        } else {
-                            Some(metric.value(r))
-                        };
-                    }
-                }
-            }
-            for (ri, (_, label)) in rows.iter().enumerate() {
-                by_row[ri].push(values[ri].clone());
-                series_rows.push(TrendsRow {
-                    series: Some(si as u32),
-                    label: s
-                        .label
-                        .clone()
-                        .or_else(|| s.event.clone())
-                        .unwrap_or_else(|| "All events".to_string()),
-                    breakdown: label.clone(),
-                    values: values[ri].clone(),
-                });
-            }
-        }
-        let formula = q
-            .parsed_formula()
-            .map_err(tally_sql::Error::from)?
-            .map(|f| {
-                rows.iter()
-                    .zip(&by_row)
-                    .map(|((_, label), series)| TrendsRow {
-                        series: None,
-                        label: q.formula.clone().unwrap_or_default(),
-                        breakdown: label.clone(),
-                        values: (0..buckets)
-                            .map(|b| {
-                                let at: Vec<Option<f64>> = series.iter().map(|v| v[b]).collect();
-                                f.eval(&at)
-                            })
-                            .collect(),
-                    })
-                    .collect()
-            });
-        Ok(TrendsPeriod {
-            buckets: period.buckets.clone(),
-            series: series_rows,
-            formula,
-        })
     }
 
     /// Answers a retention query at instant `now` (UTC microseconds) for a tenant
@@ -1030,27 +831,55 @@ fn string_column(batch: &RecordBatch, i: usize) -> Result<StringArray> {
 /// The canonical value of breakdown property `p` on row `r` of a ranking batch
 /// (four columns per property: string, number, boolean, other).
 fn breakdown_value(batch: &RecordBatch, p: usize, r: usize) -> Result<Value> {
-    let base = p * 4;
-    let s = string_column(batch, base)?;
-    if !s.is_null(r) {
-        return Ok(PropertyValue::String(s.value(r).to_string()).to_canonical());
+    Ok(BreakdownColumns::new(batch, p * 4, 1)?.value(0, r))
+}
+
+/// The breakdown columns of a batch (four per property: string, number, boolean,
+/// other), cast once so that reading many rows does not cast a column per row.
+pub(crate) struct BreakdownColumns {
+    properties: Vec<(StringArray, Float64Array, Option<BooleanArray>, StringArray)>,
+}
+
+impl BreakdownColumns {
+    /// The columns of `properties` properties starting at column `first`.
+    pub(crate) fn new(batch: &RecordBatch, first: usize, properties: usize) -> Result<Self> {
+        let properties = (0..properties)
+            .map(|p| {
+                let base = first + p * 4;
+                let boolean = cast(batch.column(base + 2), &DataType::Boolean)
+                    .map_err(|e| Error::Execution(e.to_string()))?;
+                Ok((
+                    string_column(batch, base)?,
+                    float_column(batch, base + 1)?,
+                    boolean.as_any().downcast_ref::<BooleanArray>().cloned(),
+                    string_column(batch, base + 3)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BreakdownColumns { properties })
     }
-    let n = float_column(batch, base + 1)?;
-    if !n.is_null(r) {
-        return Ok(PropertyValue::Number(n.value(r)).to_canonical());
+
+    /// The canonical value of property `p` on row `r`.
+    pub(crate) fn value(&self, p: usize, r: usize) -> Value {
+        let Some((s, n, b, o)) = self.properties.get(p) else {
+            return Value::Null;
+        };
+        if !s.is_null(r) {
+            return PropertyValue::String(s.value(r).to_string()).to_canonical();
+        }
+        if !n.is_null(r) {
+            return PropertyValue::Number(n.value(r)).to_canonical();
+        }
+        if let Some(b) = b
+            && !b.is_null(r)
+        {
+            return Value::Bool(b.value(r));
+        }
+        if !o.is_null(r) {
+            return PropertyValue::Other(o.value(r).to_string()).to_canonical();
+        }
+        Value::Null
     }
-    let b = cast(batch.column(base + 2), &DataType::Boolean)
-        .map_err(|e| Error::Execution(e.to_string()))?;
-    if let Some(b) = b.as_any().downcast_ref::<BooleanArray>()
-        && !b.is_null(r)
-    {
-        return Ok(Value::Bool(b.value(r)));
-    }
-    let o = string_column(batch, base + 3)?;
-    if !o.is_null(r) {
-        return Ok(PropertyValue::Other(o.value(r).to_string()).to_canonical());
-    }
-    Ok(Value::Null)
 }
 
 fn compare_keys(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
