@@ -224,3 +224,219 @@ fn trends_match_the_reference() {
         })
         .unwrap();
 }
+
+/// A property value of the grouped-path cases: unset, null, and the same key sent
+/// as a string, a number, a boolean and an array (whose canonical value is its JSON
+/// text, equal to the string `["a"]`).
+fn mixed_value() -> impl Strategy<Value = Option<serde_json::Value>> {
+    use serde_json::json;
+    prop_oneof![
+        Just(None),
+        Just(Some(json!(null))),
+        Just(Some(json!("pro"))),
+        Just(Some(json!("free"))),
+        Just(Some(json!("1"))),
+        Just(Some(json!(1))),
+        Just(Some(json!(1.0))),
+        Just(Some(json!(true))),
+        Just(Some(json!(["a"]))),
+        Just(Some(json!("[\"a\"]"))),
+    ]
+}
+
+/// Amounts: numbers, numeric and other strings, booleans, null, unset.
+fn amount_value() -> impl Strategy<Value = Option<serde_json::Value>> {
+    use serde_json::json;
+    prop_oneof![
+        Just(None),
+        Just(Some(json!(null))),
+        Just(Some(json!(3))),
+        Just(Some(json!(-1.5))),
+        Just(Some(json!(0.1))),
+        Just(Some(json!("4"))),
+        Just(Some(json!("abc"))),
+        Just(Some(json!(false))),
+    ]
+}
+
+/// Events of tenant 1 over the generated period and the one before it (so that
+/// `compare` has a previous period with data).
+fn grouped_events(cfg: &GenConfig) -> impl Strategy<Value = Vec<RefEvent>> {
+    let range = cfg.range();
+    let start = range.start - (range.end - range.start);
+    let end = range.end;
+    let event = (
+        prop_oneof![Just("a"), Just("b")],
+        0usize..4,
+        start..end,
+        mixed_value(),
+        prop_oneof![Just(None), Just(Some("mac")), Just(Some("win"))],
+        amount_value(),
+    );
+    prop::collection::vec(event, 0..60).prop_map(|events| {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, user, timestamp, plan, os, amount))| {
+                let mut properties = tally_core::Properties::new();
+                if let Some(v) = plan {
+                    properties.insert("plan".into(), v);
+                }
+                if let Some(v) = os {
+                    properties.insert("os".into(), serde_json::json!(v));
+                }
+                if let Some(v) = amount {
+                    properties.insert("amount".into(), v);
+                }
+                RefEvent {
+                    tenant: TenantId(1),
+                    uuid: uuid::Uuid::from_u128(0x6000 + i as u128),
+                    event: name.to_string(),
+                    distinct_id: format!("u{user}"),
+                    person_id: format!("u{user}"),
+                    timestamp,
+                    properties,
+                    person_properties: Default::default(),
+                    groups: Default::default(),
+                }
+            })
+            .collect()
+    })
+}
+
+/// Breakdown queries whose every series folds: total, sum, avg, min, max, by one or
+/// two properties, with a small limit so that "other" appears, and `compare`.
+fn grouped_query(cfg: &GenConfig) -> impl Strategy<Value = TrendsQuery> {
+    use tally_query::{
+        Breakdown, Interval, PropertyAggregation, PropertyRef, Scope, TrendsSeries, WeekStart,
+    };
+    let math = prop_oneof![
+        Just(Math::Total),
+        (
+            prop_oneof![
+                Just(PropertyAggregation::Sum),
+                Just(PropertyAggregation::Avg),
+                Just(PropertyAggregation::Min),
+                Just(PropertyAggregation::Max),
+            ],
+            prop_oneof![3 => Just("amount"), 1 => Just("plan")],
+        )
+            .prop_map(|(aggregation, key)| Math::Property {
+                aggregation,
+                property: PropertyRef::event(key),
+            }),
+    ];
+    let series = (
+        prop_oneof![Just(None), Just(Some("a")), Just(Some("b"))],
+        math,
+    )
+        .prop_map(|(event, math)| TrendsSeries {
+            event: event.map(String::from),
+            filters: Vec::new(),
+            math,
+            label: None,
+        });
+    let date_range = cfg.date_range();
+    (
+        prop::collection::vec(series, 1..=3),
+        prop_oneof![Just(Interval::Day), Just(Interval::Week)],
+        any::<bool>(),
+        1u32..=4,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(series, interval, two_properties, limit, compare, formula)| {
+                let mut properties = vec![PropertyRef::event("plan")];
+                if two_properties {
+                    properties.push(PropertyRef::event("os"));
+                }
+                TrendsQuery {
+                    scope: Scope::Tenant(TenantId(1)),
+                    date_range: date_range.clone(),
+                    interval,
+                    time_zone: None,
+                    week_start: WeekStart::Monday,
+                    filters: Vec::new(),
+                    formula: (formula && series.len() >= 2).then(|| "A + B * 2".to_string()),
+                    series,
+                    breakdown: Some(Breakdown { properties, limit }),
+                    compare,
+                }
+            },
+        )
+}
+
+/// The grouped path (every series folds) and the three-statement path it falls back
+/// to past its row budget both match the reference, and each other.
+#[test]
+fn grouped_breakdowns_match_the_reference_and_the_statements() {
+    let cfg = GenConfig::default();
+    let ctx = cfg.context();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Cases that had an "other" row and a previous period: the generator must reach
+    // them for the comparison to mean anything.
+    let with_other = std::sync::atomic::AtomicUsize::new(0);
+    let compared = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: 96,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (
+        grouped_events(&cfg),
+        grouped_query(&cfg),
+        any::<bool>(),
+        // The fallback budget: none at all, or exhausted part-way through the
+        // grouped statements.
+        prop_oneof![Just(0usize), 1usize..20],
+    );
+    runner
+        .run(&strategy, |(events, query, flush, budget)| {
+            let expected = reference::trends::trends(&query, &events, &ctx).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let (grouped, statements) = rt.block_on(async {
+                let engine = engine_for(&events, flush, dir.path()).await;
+                let grouped = engine.trends(&query, ctx.now, Some(&cfg.time_zone)).await;
+                let engine = engine.with_trends_grouped_row_limit(budget);
+                let statements = engine.trends(&query, ctx.now, Some(&cfg.time_zone)).await;
+                (grouped, statements)
+            });
+            let fail = |path: &str, m: String| {
+                TestCaseError::fail(format!(
+                    "{path}: {m}\nquery: {}",
+                    serde_json::to_string(&query).unwrap()
+                ))
+            };
+            let grouped = grouped.map_err(|e| fail("grouped", e.to_string()))?;
+            let statements = statements.map_err(|e| fail("fallback", e.to_string()))?;
+            assert_same(&grouped, &expected).map_err(|m| fail("grouped", m))?;
+            assert_same(&statements, &expected).map_err(|m| fail("fallback", m))?;
+            assert_same(&grouped, &statements).map_err(|m| fail("grouped vs fallback", m))?;
+            let other = Some(tally_query::BreakdownValue::Other);
+            if grouped.current.series.iter().any(|r| r.breakdown == other) {
+                with_other.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if grouped
+                .previous
+                .as_ref()
+                .is_some_and(|p| !p.series.is_empty())
+            {
+                compared.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        with_other.into_inner() > 5,
+        "too few cases with an other row"
+    );
+    assert!(
+        compared.into_inner() > 5,
+        "too few cases with a previous period"
+    );
+}
