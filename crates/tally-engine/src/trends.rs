@@ -35,8 +35,7 @@ use tally_sql::{
 };
 
 use crate::{
-    BreakdownColumns, Engine, Error, Result, breakdown_value, compare_keys, float_column,
-    int_column, keys_equal, to_sql_keys,
+    BreakdownColumns, Engine, Error, Result, compare_keys, float_column, int_column, to_sql_keys,
 };
 
 /// The default budget of grouped rows (summed over a query's grouped statements)
@@ -173,13 +172,7 @@ impl Engine {
         for group in groups.first().into_iter().flatten().flatten() {
             weight[group.key] += group.n;
         }
-        let mut ranked: Vec<usize> = (0..keys.len()).filter(|&k| weight[k] > 0).collect();
-        ranked.sort_by(|&a, &b| {
-            weight[b]
-                .cmp(&weight[a])
-                .then_with(|| compare_keys(&keys.values[a], &keys.values[b]))
-        });
-        ranked.truncate(breakdown.limit as usize);
+        let ranked = rank(&keys, &weight, breakdown.limit);
         let mut row_of: Vec<Option<usize>> = vec![None; keys.len()];
         for (row, &key) in ranked.iter().enumerate() {
             row_of[key] = Some(row);
@@ -303,23 +296,28 @@ impl Engine {
         let mut with_other = false;
         if let (Some(b), Some(sql)) = (&query.breakdown, plan.ranking_sql()?) {
             let batches = self.run(session, &sql).await?;
-            let mut weights: Vec<(Vec<Value>, i64)> = Vec::new();
+            // Hashing and casting each batch once: this path is also the fallback for
+            // breakdowns with too many keys for the grouped one.
+            let mut table = KeyTable::default();
+            let mut weights: Vec<i64> = Vec::new();
             for batch in &batches {
+                let key_columns = BreakdownColumns::new(batch, 0, b.properties.len())?;
                 let weight = int_column(batch, batch.num_columns() - 1)?;
                 for r in 0..batch.num_rows() {
                     let key = (0..b.properties.len())
-                        .map(|i| breakdown_value(batch, i, r))
-                        .collect::<Result<Vec<_>>>()?;
-                    let w = weight.value(r);
-                    match weights.iter_mut().find(|(k, _)| keys_equal(k, &key)) {
-                        Some((_, total)) => *total += w,
-                        None => weights.push((key, w)),
+                        .map(|p| key_columns.value(p, r))
+                        .collect();
+                    let k = table.intern(key);
+                    if k == weights.len() {
+                        weights.push(0);
                     }
+                    weights[k] += weight.value(r);
                 }
             }
-            weights.sort_by(|(ka, wa), (kb, wb)| wb.cmp(wa).then_with(|| compare_keys(ka, kb)));
-            weights.truncate(b.limit as usize);
-            let keys: Vec<Vec<Value>> = weights.into_iter().map(|(k, _)| k).collect();
+            let keys: Vec<Vec<Value>> = rank(&table, &weights, b.limit)
+                .into_iter()
+                .map(|k| table.values[k].clone())
+                .collect();
             let sql_keys = to_sql_keys(&keys);
             if let Some(sql) = plan.other_count_sql(&sql_keys)? {
                 let batches = self.run(session, &sql).await?;
@@ -400,6 +398,21 @@ impl Engine {
         }
         assemble_period(plan, period, labels, values)
     }
+}
+
+/// The top `limit` keys of `keys` (indices) by weight descending, then canonical
+/// value ascending (the semantics' ranking). Keys without weight (seen only in the
+/// previous period) are not ranked.
+fn rank(keys: &KeyTable, weights: &[i64], limit: u32) -> Vec<usize> {
+    let weight = |k: usize| weights.get(k).copied().unwrap_or(0);
+    let mut ranked: Vec<usize> = (0..keys.len()).filter(|&k| weight(k) > 0).collect();
+    ranked.sort_by(|&a, &b| {
+        weight(b)
+            .cmp(&weight(a))
+            .then_with(|| compare_keys(&keys.values[a], &keys.values[b]))
+    });
+    ranked.truncate(limit as usize);
+    ranked
 }
 
 fn record_path(path: &'static str) {
@@ -568,12 +581,11 @@ impl Folded {
     }
 }
 
-/// Canonical breakdown keys, each stored once, found by a hashable form that is
-/// equal exactly when [`keys_equal`] holds.
+/// Canonical breakdown keys, each stored once, found by hash.
 #[derive(Default)]
 struct KeyTable {
     values: Vec<Vec<Value>>,
-    index: HashMap<Vec<KeyPart>, usize>,
+    index: HashMap<CanonicalKey, usize>,
 }
 
 impl KeyTable {
@@ -582,40 +594,44 @@ impl KeyTable {
     }
 
     fn intern(&mut self, key: Vec<Value>) -> usize {
-        let parts: Vec<KeyPart> = key.iter().map(KeyPart::of).collect();
-        if let Some(&i) = self.index.get(&parts) {
+        let key = CanonicalKey(key);
+        if let Some(&i) = self.index.get(&key) {
             return i;
         }
         let i = self.values.len();
-        self.values.push(key);
-        self.index.insert(parts, i);
+        self.values.push(key.0.clone());
+        self.index.insert(key, i);
         i
     }
 }
 
-/// A canonical breakdown value in hashable form, mirroring
-/// `compare_breakdown_values`: numbers are equal when their `f64`s compare equal
-/// under `total_cmp` (same bits); arrays and objects, which canonical values never
-/// are, compare equal by kind.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum KeyPart {
-    Null,
-    Bool(bool),
-    Number(u64),
-    String(String),
-    Array,
-    Object,
+/// A canonical breakdown key that is equal to another exactly when `keys_equal`
+/// says so, with a hash that agrees: the kind of each value, a number's `f64` bits
+/// (`compare_breakdown_values` compares numbers with `total_cmp`, equal only for
+/// the same bits), a string's bytes; arrays and objects (which canonical values
+/// never are) compare equal by kind.
+struct CanonicalKey(Vec<Value>);
+
+impl PartialEq for CanonicalKey {
+    fn eq(&self, other: &Self) -> bool {
+        compare_keys(&self.0, &other.0) == std::cmp::Ordering::Equal
+    }
 }
 
-impl KeyPart {
-    fn of(v: &Value) -> Self {
-        match v {
-            Value::Null => KeyPart::Null,
-            Value::Bool(b) => KeyPart::Bool(*b),
-            Value::Number(n) => KeyPart::Number(n.as_f64().unwrap_or(0.0).to_bits()),
-            Value::String(s) => KeyPart::String(s.clone()),
-            Value::Array(_) => KeyPart::Array,
-            Value::Object(_) => KeyPart::Object,
+impl Eq for CanonicalKey {}
+
+impl std::hash::Hash for CanonicalKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.len().hash(state);
+        for v in &self.0 {
+            match v {
+                Value::Null => 0u8.hash(state),
+                Value::Bool(b) => (1u8, b).hash(state),
+                Value::Number(n) => (2u8, n.as_f64().unwrap_or(0.0).to_bits()).hash(state),
+                Value::String(s) => (3u8, s).hash(state),
+                Value::Array(_) => 4u8.hash(state),
+                Value::Object(_) => 5u8.hash(state),
+            }
         }
     }
 }
@@ -626,9 +642,10 @@ mod tests {
     use tally_query::PropertyRef;
 
     use super::*;
+    use crate::keys_equal;
 
     #[test]
-    fn key_parts_are_equal_exactly_when_keys_are() {
+    fn canonical_keys_are_equal_exactly_when_keys_are_and_hash_alike() {
         let values = [
             json!(null),
             json!(false),
@@ -644,21 +661,24 @@ mod tests {
             json!([1]),
             json!({"a": 1}),
         ];
+        use std::hash::BuildHasher;
+        let state = std::hash::RandomState::new();
         for a in &values {
             for b in &values {
                 let (ka, kb) = (vec![a.clone()], vec![b.clone()]);
-                assert_eq!(
-                    KeyPart::of(a) == KeyPart::of(b),
-                    keys_equal(&ka, &kb),
-                    "{a} vs {b}"
-                );
+                let (ca, cb) = (CanonicalKey(ka.clone()), CanonicalKey(kb.clone()));
+                assert_eq!(ca == cb, keys_equal(&ka, &kb), "{a} vs {b}");
+                if ca == cb {
+                    assert_eq!(state.hash_one(&ca), state.hash_one(&cb), "{a} vs {b}");
+                }
             }
         }
         let mut table = KeyTable::default();
         let one = table.intern(vec![json!(1), json!("x")]);
-        assert_eq!(table.intern(vec![json!(1), json!("x")]), one);
+        assert_eq!(table.intern(vec![json!(1.0), json!("x")]), one);
         assert_ne!(table.intern(vec![json!("1"), json!("x")]), one);
-        assert_eq!(table.len(), 2);
+        assert_ne!(table.intern(vec![json!(1)]), one);
+        assert_eq!(table.len(), 3);
     }
 
     fn group(n: i64, c: i64, sum: Option<f64>, lo: Option<f64>, hi: Option<f64>) -> Group {
