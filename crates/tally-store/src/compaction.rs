@@ -23,9 +23,9 @@ use std::time::Instant;
 
 use arrow::array::BooleanArray;
 use arrow::compute::filter_record_batch;
+use arrow::datatypes::DataType;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use arrow::datatypes::DataType;
 use datafusion::prelude::{SessionConfig, SessionContext, cast, col, lit};
 use futures::StreamExt;
 
@@ -175,7 +175,14 @@ impl Inner {
                 self.config.compaction_memory_bytes,
             )))
             .build_arc()?;
-        let session = SessionConfig::new().with_target_partitions(2);
+        // One partition: compaction runs on the single-threaded, low-priority
+        // background runtime, so a second partition adds no parallelism — only a
+        // second sorter competing for the same memory budget (with two, large
+        // partitions failed with "Resources exhausted" in the final merge). The
+        // spill reservation keeps enough memory aside for merging spilled runs.
+        let mut session = SessionConfig::new().with_target_partitions(1);
+        session.options_mut().execution.sort_spill_reservation_bytes =
+            (self.config.compaction_memory_bytes / 8).max(16 << 20);
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         let table = listing_table(&job.inputs, schema.clone())?;
         // The order of `schema::sort_batch`, the day as `sort_key_day` computes it:
