@@ -18,6 +18,7 @@
 pub mod events;
 pub mod funnel;
 pub mod operator;
+pub mod person_key;
 pub mod persons;
 pub mod retention;
 pub mod schema;
@@ -102,6 +103,7 @@ impl Classify for Error {
 /// Where the engine reads identity merges and persons from (defined in tally-core so
 /// that the metadata store implements it without depending on DataFusion).
 pub use operator::TenantInfo;
+use person_key::{PersonKeyMap, PersonKeyUdf};
 pub use tally_core::{IdentitySource, PersonRecord};
 
 /// Limits applied to every query.
@@ -125,12 +127,20 @@ impl Default for EngineConfig {
     }
 }
 
+/// A tenant's identity map in the two forms statements use: the table the
+/// identity-map join reads, and the person keys `tally_person_key` reads.
+#[derive(Clone)]
+pub(crate) struct IdentityMap {
+    pub table: Arc<MemTable>,
+    pub keys: Arc<PersonKeyMap>,
+}
+
 /// The query engine over one embedded store.
 pub struct Engine {
     store: Arc<EmbeddedStore>,
     identities: Arc<dyn IdentitySource>,
     config: EngineConfig,
-    person_maps: Mutex<HashMap<TenantId, (u64, Arc<MemTable>)>>,
+    person_maps: Mutex<HashMap<TenantId, (u64, IdentityMap)>>,
     /// Per tenant, the persons relation and records of the latest persons version.
     persons: Arc<persons::PersonsCache>,
     /// See [`Engine::with_trends_grouped_row_limit`].
@@ -611,8 +621,9 @@ impl Engine {
         )
         .map_err(|e| Error::Execution(e.to_string()))?;
         let map = self.person_map(tenant).await?;
-        ctx.register_table(DataFusionDialect::person_map_table_name(tenant), map)
+        ctx.register_table(DataFusionDialect::person_map_table_name(tenant), map.table)
             .map_err(|e| Error::Execution(e.to_string()))?;
+        ctx.register_udf(PersonKeyUdf::new(map.keys).into_udf());
         ctx.register_table(
             DataFusionDialect::persons_table_name(tenant),
             Arc::new(persons::LazyPersonsTable::new(self.persons.clone(), tenant)),
@@ -639,28 +650,29 @@ impl Engine {
         Ok(ctx)
     }
 
-    /// The tenant's identity map as a table, rebuilt only when its version changes.
-    async fn person_map(&self, tenant: TenantId) -> Result<Arc<MemTable>> {
+    /// The tenant's identity map as a table and as person keys, rebuilt only when its
+    /// version changes.
+    async fn person_map(&self, tenant: TenantId) -> Result<IdentityMap> {
         // A source that can tell its version cheaply spares reading the whole map.
         if let Some(current) = self
             .identities
             .identity_version(tenant)
             .await
             .map_err(Error::Identities)?
-            && let Some((v, table)) = self.person_maps.lock().get(&tenant)
+            && let Some((v, map)) = self.person_maps.lock().get(&tenant)
             && *v == current
         {
-            return Ok(table.clone());
+            return Ok(map.clone());
         }
         let (version, pairs) = self
             .identities
             .distinct_id_map(tenant)
             .await
             .map_err(Error::Identities)?;
-        if let Some((v, table)) = self.person_maps.lock().get(&tenant)
+        if let Some((v, map)) = self.person_maps.lock().get(&tenant)
             && *v == version
         {
-            return Ok(table.clone());
+            return Ok(map.clone());
         }
         let schema = Arc::new(Schema::new(vec![
             Field::new("distinct_id", DataType::Utf8, false),
@@ -681,10 +693,14 @@ impl Engine {
             MemTable::try_new(schema, vec![vec![batch]])
                 .map_err(|e| Error::Execution(e.to_string()))?,
         );
+        let keys = Arc::new(PersonKeyMap::new(
+            pairs.iter().map(|(d, p)| (d.as_str(), p.as_str())),
+        ));
+        let map = IdentityMap { table, keys };
         self.person_maps
             .lock()
-            .insert(tenant, (version, table.clone()));
-        Ok(table)
+            .insert(tenant, (version, map.clone()));
+        Ok(map)
     }
 
     /// The tenant's materialised keys and their typed columns, from the table schema

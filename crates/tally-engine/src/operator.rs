@@ -41,6 +41,8 @@ use tally_query::{
     RetentionResult, Scope, TrendsQuery, TrendsResult,
 };
 use tally_sql::{DataFusionDialect, Dialect, KeyColumns, PropertyCatalog};
+
+use crate::person_key::{PersonKeyMap, PersonKeyUdf};
 use tally_store::{PropertyType, parse_property_column};
 
 use crate::{Engine, Error, Result};
@@ -302,6 +304,7 @@ impl Engine {
         // Per tenant: its typed columns and materialised keys.
         let mut columns: BTreeMap<String, KeyColumns> = BTreeMap::new();
         let mut per_tenant = Vec::new();
+        let mut person_keys = Vec::new();
         for t in &selected {
             let table = self.store.events_table(t.id)?;
             let mut own: BTreeMap<String, KeyColumns> = BTreeMap::new();
@@ -339,8 +342,9 @@ impl Engine {
                 .map_err(df)?;
             let map = self.person_map(t.id).await?;
             session
-                .register_table(format!("operator_{}_person_map", t.id.0), map)
+                .register_table(format!("operator_{}_person_map", t.id.0), map.table)
                 .map_err(df)?;
+            person_keys.push((qualified(t.id, ""), map.keys));
             session
                 .register_table(
                     format!("operator_{}_persons", t.id.0),
@@ -500,6 +504,14 @@ impl Engine {
             &map_sql,
         )
         .await?;
+        // Person keys over the qualified ids of every selected tenant (the views'
+        // distinct and person ids carry the same prefixes).
+        let merged = PersonKeyMap::qualified(
+            person_keys
+                .iter()
+                .map(|(prefix, keys)| (prefix.as_str(), keys.as_ref())),
+        );
+        session.register_udf(PersonKeyUdf::new(Arc::new(merged)).into_udf());
         let persons_sql = union(
             "persons",
             &|prefix| {

@@ -107,6 +107,15 @@ pub trait Dialect {
 
     /// The name of Tally's retention aggregate (contract in `docs/QUERY-ENGINE.md`).
     fn retention_function(&self) -> &'static str;
+
+    /// A value computed from the distinct id alone that is equal for two events
+    /// exactly when their persons (`coalesce(map.person_id, distinct_id)`) are, for
+    /// statements that only group or compare persons; `None` when the dialect has no
+    /// such function (then those statements use the person itself, through the
+    /// identity-map join).
+    fn person_key(&self, _distinct_id: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Renders a finite `f64` so that it parses back to exactly the same value.
@@ -240,6 +249,10 @@ impl Dialect for DataFusionDialect {
     fn timestamp_literal(&self, micros: i64) -> String {
         // Folded to a literal before the scan, so the store prunes files by it.
         format!("to_timestamp_micros({micros})")
+    }
+    fn person_key(&self, distinct_id: &str) -> Option<String> {
+        // Implemented by the engine (`tally_engine::person_key`) per query session.
+        Some(format!("tally_person_key({distinct_id})"))
     }
     fn funnel_aggregate(&self) -> Option<&'static str> {
         Some("tally_funnel")

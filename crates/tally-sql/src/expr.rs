@@ -132,6 +132,17 @@ impl<'a> Scoped<'a> {
         )
     }
 
+    /// What grouping or comparing persons needs: equal for two events exactly when
+    /// [`Scoped::person`] is. Where the dialect computes it from the distinct id
+    /// ([`Dialect::person_key`]) the statement needs no identity-map join for it;
+    /// otherwise it is the person (and marks the statement as reading the map).
+    pub fn person_key(&self) -> String {
+        match self.dialect.person_key(&self.col("e", "distinct_id")) {
+            Some(key) => key,
+            None => self.person(),
+        }
+    }
+
     /// `e.timestamp` within `[start, end)`, written on the raw column so that the
     /// store can prune partitions and files by it.
     pub fn time_bounds(&self, start: Option<i64>, end: Option<i64>) -> Vec<String> {

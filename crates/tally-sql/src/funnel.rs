@@ -257,7 +257,7 @@ impl FunnelPlan<'_> {
             firsts = firsts.join(", "),
             ts = s.ts(),
             uuid = s.col("e", "uuid"),
-            person = s.person(),
+            person = s.person_key(),
             inner = inner.join(", "),
             from = s.scoped_source(&conds),
             suffix = self.dialect.statement_suffix(),
@@ -280,7 +280,7 @@ impl FunnelPlan<'_> {
             cols.push(format!("AVG({seconds}) AS avg_{i}"));
             cols.push(format!("{} AS median_{i}", d.quantile(&seconds, 0.5)));
         }
-        let per_person = self.per_person_sql(top, None)?;
+        let per_person = self.per_person_sql(top, None, false)?;
         let (row_out, group) = if per_person.1 {
             ("row_index, ", " GROUP BY row_index")
         } else {
@@ -323,7 +323,7 @@ impl FunnelPlan<'_> {
              FROM (SELECT {x} AS x FROM ({inner}) p) q WHERE x IS NOT NULL{suffix}",
             median = d.quantile(&seconds, 0.5),
             x = self.conversion_time(from_step, to_step),
-            inner = self.per_person_sql(None, None)?.0,
+            inner = self.per_person_sql(None, None, false)?.0,
             suffix = d.statement_suffix(),
         ))
     }
@@ -343,7 +343,7 @@ impl FunnelPlan<'_> {
              GROUP BY CAST((x - {min_us}) / {width} AS BIGINT){suffix}",
             width = width_us.max(1),
             x = self.conversion_time(from_step, to_step),
-            inner = self.per_person_sql(None, None)?.0,
+            inner = self.per_person_sql(None, None, false)?.0,
             suffix = self.dialect.statement_suffix(),
         ))
     }
@@ -362,7 +362,7 @@ impl FunnelPlan<'_> {
         after: Option<&str>,
         limit: u32,
     ) -> Result<String> {
-        let (inner, has_rows) = self.per_person_sql(top, None)?;
+        let (inner, has_rows) = self.per_person_sql(top, None, true)?;
         let mut conds = vec![format!("{STEP_FUNCTION}(f, {step}) IS NOT NULL")];
         if let Some(prev) = previous {
             conds = vec![
@@ -410,7 +410,7 @@ impl FunnelPlan<'_> {
                 "conversion over time without buckets".to_string(),
             ));
         }
-        let (inner, has_rows) = self.per_person_sql(top, Some(buckets))?;
+        let (inner, has_rows) = self.per_person_sql(top, Some(buckets), false)?;
         let last = self.query.last_required_step();
         let (row_out, group) = if has_rows {
             ("row_index, ", "bucket_index, row_index")
@@ -427,10 +427,13 @@ impl FunnelPlan<'_> {
     /// Per person: `person_id`, `f` (the aggregate's list, NULL for persons who did
     /// not enter) and, with a breakdown and `top`, `row_index` of the first touch (the
     /// bool says whether it is there).
+    /// `person_id` is the person's id when `ids` (a persons list shows them), and
+    /// otherwise only a key that groups like it ([`Scoped::person_key`]).
     fn per_person_sql(
         &self,
         top: Option<&[BreakdownKey]>,
         buckets: Option<&[(i64, i64)]>,
+        ids: bool,
     ) -> Result<(String, bool)> {
         let q = self.query;
         let s = self.scoped();
@@ -477,7 +480,7 @@ impl FunnelPlan<'_> {
             conds.push(join_bool(&any, "OR"));
         }
         // Before `scoped_source`: reading the person is what joins the identity map.
-        let person = s.person();
+        let person = if ids { s.person() } else { s.person_key() };
         let from = s.scoped_source(&conds);
         let (row_col, first_touch) = match &row {
             Some(row) => {

@@ -290,7 +290,7 @@ impl TrendsPlan<'_> {
         // totals and property maths never look at who did the event.
         let person = match &sr.math {
             Math::UniquePersons | Math::PerPerson { .. } => {
-                format!(", {} AS person_id", s.person())
+                format!(", {} AS person_id", s.person_key())
             }
             _ => String::new(),
         };
@@ -475,7 +475,7 @@ impl TrendsPlan<'_> {
         let d = self.dialect;
         let q = self.query;
         let ts = s.ts();
-        let person = s.person();
+        let person = s.person_key();
         let double = d.double_type();
         let suffix = d.statement_suffix();
         let windows = period.active_windows(&self.calendar, q.interval, days);
@@ -575,6 +575,8 @@ mod tests {
             assert!(!stmt.contains("pm."), "{stmt}");
         }
 
+        // Maths that group persons read the person key in the DataFusion dialect (no
+        // join), and the person itself, through the map, in ClickHouse's.
         let reading_persons = [
             r#"{"type":"unique_persons"}"#,
             r#"{"type":"per_person","aggregation":"median"}"#,
@@ -585,10 +587,24 @@ mod tests {
             let q = query(math, "day", DST_WEEK);
             for stmt in statements(&q, "UTC") {
                 assert!(
-                    stmt.contains("LEFT JOIN tenant_3_person_map AS pm ON"),
+                    stmt.contains(r#"tally_person_key(e."distinct_id")"#),
                     "{math}: {stmt}"
                 );
+                assert!(!stmt.contains("person_map"), "{math}: {stmt}");
             }
+            let tally_query::Query::Trends(parsed) = serde_json::from_str(&q).unwrap() else {
+                unreachable!()
+            };
+            let catalog = PropertyCatalog::new();
+            let ctx = CompileContext {
+                now: NOW,
+                tenant_time_zone: Some("UTC"),
+                catalog: &catalog,
+            };
+            let plan = compile_trends(&parsed, &crate::ClickHouseDialect, &ctx).unwrap();
+            let stmt = plan.series_sql(0, &plan.current, None).unwrap();
+            assert!(stmt.contains("LEFT JOIN"), "{math}: {stmt}");
+            assert!(stmt.contains("person_map"), "{math}: {stmt}");
         }
 
         // A person property reaches the persons relation through the person.
