@@ -462,11 +462,106 @@ fn best_chain_within(
     budget: u64,
 ) -> DfResult<Option<Vec<Option<i64>>>> {
     events.sort_by_key(|(t, _)| *t);
+    if let Some(result) = simple_ordered_chain(spec, events) {
+        return Ok(result);
+    }
     let search = Search::new(spec, events, budget);
     match spec.order {
         FunnelOrder::AnyOrder => search.any_order(),
         FunnelOrder::Ordered | FunnelOrder::Strict => search.sequential(),
     }
+}
+
+/// The best chain of the common funnel — ordered, every step required, one window,
+/// no exclusions — computed directly instead of searched, when each of the person's
+/// events matches at most one step; `None` when that does not hold (the general
+/// search then runs). `events` are sorted by time.
+///
+/// With one step per event, chain events are distinct by construction, and:
+/// - from an entry at `t0`, taking for each next step its earliest event at or
+///   after the previous one reaches the furthest level any chain from `t0` reaches,
+///   with the earliest completion (each greedy event is no later than the same step's
+///   event of any other chain, by induction);
+/// - the best chain (`better`: furthest level, earliest completion, then latest
+///   earlier instants, the entry's first) therefore starts at the latest entry among
+///   those whose greedy chain has the best (level, completion);
+/// - its intermediate events are, walking back from the completion, each step's
+///   latest event at or before the next one's: no chain with that entry and
+///   completion has a later event at any step, so it is the lexicographically
+///   latest.
+/// Each entry costs one binary search per step.
+fn simple_ordered_chain(
+    spec: &FunnelSpec,
+    events: &[(i64, i64)],
+) -> Option<Option<Vec<Option<i64>>>> {
+    if spec.order != FunnelOrder::Ordered
+        || !spec.exclusions.is_empty()
+        || spec.steps.iter().any(|s| s.optional || s.window.is_some())
+    {
+        return None;
+    }
+    let n = spec.steps.len();
+    let all_steps = (STEP_BIT << n) - STEP_BIT;
+    // Per step, the instants of its events (ascending, as `events` is).
+    let mut times: Vec<Vec<i64>> = vec![Vec::new(); n];
+    let mut entries: Vec<i64> = Vec::new();
+    for &(t, mask) in events {
+        let steps = mask & all_steps;
+        if steps == 0 {
+            continue;
+        }
+        if steps.count_ones() > 1 {
+            return None;
+        }
+        let step = (steps / STEP_BIT).trailing_zeros() as usize;
+        times[step].push(t);
+        if step == 0 && mask & ENTRY_BIT != 0 {
+            entries.push(t);
+        }
+    }
+    // (level, completion, entry) of the best greedy chain so far.
+    let mut best: Option<(usize, i64, i64)> = None;
+    for &t0 in &entries {
+        let mut level = 0;
+        let mut last = t0;
+        for (step, at) in times.iter().enumerate().skip(1) {
+            let next = at.partition_point(|&t| t < last);
+            match at.get(next) {
+                Some(&t) if t - t0 <= spec.window => {
+                    last = t;
+                    level = step;
+                }
+                _ => break,
+            }
+        }
+        let improves = match best {
+            None => true,
+            Some((l, c, e)) => level > l || (level == l && (last < c || (last == c && t0 > e))),
+        };
+        if improves {
+            best = Some((level, last, t0));
+        }
+    }
+    let Some((level, completion, t0)) = best else {
+        return Some(None);
+    };
+    // Walk back from the completion: each step's latest event at or before the next.
+    let mut chain = vec![0i64; level + 1];
+    chain[0] = t0;
+    chain[level] = completion;
+    for step in (1..level).rev() {
+        let at = &times[step];
+        let upto = at.partition_point(|&t| t <= chain[step + 1]);
+        // The greedy chain's event of this step is at or before the next one, so
+        // `upto` > 0.
+        chain[step] = at[upto.checked_sub(1)?];
+    }
+    let mut out = vec![None; n];
+    out[0] = Some(0);
+    for step in 1..=level {
+        out[step] = Some(chain[step] - chain[step - 1]);
+    }
+    Some(Some(out))
 }
 
 /// A candidate best chain: (level, completion, earlier instants); see `better`.
@@ -508,7 +603,7 @@ struct Walk {
     /// window reaches at least as far, so every continuation of a later prefix is also
     /// one of the first) and then the latest earlier events: a later prefix reaching the
     /// state ranks no better with any continuation, and is skipped.
-    visited: HashSet<StateKey>,
+    visited: HashSet<StateKey, foldhash::fast::RandomState>,
     best: Option<(Rank, Vec<usize>)>,
     /// Per optional step: its own best (rank, time from the previous required step).
     optional_best: Vec<Option<(Rank, i64)>>,
@@ -567,7 +662,7 @@ impl<'a> Search<'a> {
             best: None,
             optional_best: vec![None; n],
             nodes: 0,
-            visited: HashSet::new(),
+            visited: HashSet::default(),
         };
         for e in (0..self.ts.len()).rev() {
             if self.matches(e, 0) && self.is_entry(e) {
@@ -1053,7 +1148,51 @@ mod tests {
         out
     }
 
+    /// The general search on `events` (never the direct computation).
+    fn searched(spec: &FunnelSpec, events: &mut [(i64, i64)]) -> Option<Vec<Option<i64>>> {
+        events.sort_by_key(|(t, _)| *t);
+        Search::new(spec, events, MAX_SEARCH_WORK)
+            .sequential()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_direct_chain_applies_only_to_plain_ordered_funnels() {
+        let mut events = [(0, A), (5, B)];
+        assert!(simple_ordered_chain(&spec(FunnelOrder::Ordered, 2), &events).is_some());
+        assert!(simple_ordered_chain(&spec(FunnelOrder::Strict, 2), &events).is_none());
+        // An event matching two steps needs the search.
+        events[1].1 |= 1;
+        assert!(simple_ordered_chain(&spec(FunnelOrder::Ordered, 2), &events).is_none());
+        let mut optional = spec(FunnelOrder::Ordered, 3);
+        optional.steps[1].optional = true;
+        assert!(simple_ordered_chain(&optional, &[(0, A)]).is_none());
+    }
+
     proptest::proptest! {
+        /// On the funnels it applies to, the direct computation finds exactly the
+        /// chain the search finds (ties, repeated entries, window edges).
+        #[test]
+        fn the_direct_chain_equals_the_search(
+            steps in 2usize..6,
+            raw in proptest::collection::vec((0i64..120, 0usize..6, proptest::bool::weighted(0.7)), 0..40),
+            window in 0i64..80,
+        ) {
+            let mut spec = spec(FunnelOrder::Ordered, steps);
+            spec.window = window;
+            let mut events: Vec<(i64, i64)> = raw
+                .iter()
+                .map(|&(t, step, entry)| {
+                    let step = step % steps;
+                    (t, (STEP_BIT << step) | if entry { ENTRY_BIT } else { 0 })
+                })
+                .collect();
+            events.sort_by_key(|(t, _)| *t);
+            let direct = simple_ordered_chain(&spec, &events);
+            proptest::prop_assert!(direct.is_some());
+            proptest::prop_assert_eq!(direct.unwrap(), searched(&spec, &mut events));
+        }
+
         #[test]
         fn groups_accumulator_agrees_with_the_per_person_search(
             groups in 1usize..6,

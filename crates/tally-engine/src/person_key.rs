@@ -123,18 +123,33 @@ impl PersonKeyUdf {
     }
 
     fn keys(&self, ids: &StringArray) -> Int64Array {
-        let mut out: Vec<Option<i64>> = Vec::with_capacity(ids.len());
+        let mut keys: Vec<i64> = Vec::with_capacity(ids.len());
         let mut misses: Vec<usize> = Vec::new();
-        for (row, id) in ids.iter().enumerate() {
-            match id {
-                None => out.push(None),
-                Some(id) => match self.map.keys.get(id) {
-                    Some(&number) => out.push(Some(number)),
-                    None => {
-                        misses.push(row);
-                        out.push(None);
-                    }
-                },
+        // Files are sorted by (event, day, distinct_id, ...), so an id often repeats
+        // on the next row: comparing with the previous row's id is cheaper than a
+        // hash lookup.
+        let mut previous: Option<(&str, i64)> = None;
+        for row in 0..ids.len() {
+            if ids.is_null(row) {
+                keys.push(0);
+                continue;
+            }
+            let id = ids.value(row);
+            if let Some((last, key)) = previous
+                && last == id
+            {
+                keys.push(key);
+                continue;
+            }
+            match self.map.keys.get(id) {
+                Some(&key) => {
+                    keys.push(key);
+                    previous = Some((id, key));
+                }
+                None => {
+                    misses.push(row);
+                    keys.push(0);
+                }
             }
         }
         if !misses.is_empty() {
@@ -142,17 +157,16 @@ impl PersonKeyUdf {
             for row in misses {
                 let id = ids.value(row);
                 let next = self.map.persons + unmapped.len() as i64;
-                let number = match unmapped.get(id) {
-                    Some(&number) => number,
+                keys[row] = match unmapped.get(id) {
+                    Some(&key) => key,
                     None => {
                         unmapped.insert(id.into(), next);
                         next
                     }
                 };
-                out[row] = Some(number);
             }
         }
-        Int64Array::from(out)
+        Int64Array::new(keys.into(), ids.nulls().cloned())
     }
 }
 
