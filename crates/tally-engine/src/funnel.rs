@@ -489,6 +489,7 @@ fn best_chain_within(
 ///   latest event at or before the next one's: no chain with that entry and
 ///   completion has a later event at any step, so it is the lexicographically
 ///   latest.
+///
 /// Each entry costs one binary search per step.
 fn simple_ordered_chain(
     spec: &FunnelSpec,
