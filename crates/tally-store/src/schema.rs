@@ -485,16 +485,21 @@ pub fn sort_batches(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Recor
         _ => {}
     }
     // Only the sort keys are concatenated, from one narrow batch per input.
-    let key_columns = [columns::EVENT, columns::DISTINCT_ID, columns::TIMESTAMP, columns::UUID];
+    let key_columns = [
+        columns::EVENT,
+        columns::DISTINCT_ID,
+        columns::TIMESTAMP,
+        columns::UUID,
+    ];
     let narrow = batches
         .iter()
         .map(|b| {
             let indices = key_columns
                 .iter()
                 .map(|name| {
-                    b.schema().index_of(name).map_err(|_| {
-                        Error::unexpected("record batch", format!("no column {name}"))
-                    })
+                    b.schema()
+                        .index_of(name)
+                        .map_err(|_| Error::unexpected("record batch", format!("no column {name}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok(b.project(&indices)?)
