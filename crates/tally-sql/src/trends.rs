@@ -321,7 +321,9 @@ impl TrendsPlan<'_> {
             Math::Total => format!(
                 "SELECT bucket_index, row_index, CAST(COUNT(*) AS {double}) AS metric FROM ({inner}) t GROUP BY bucket_index, row_index{suffix}"
             ),
-            Math::UniquePersons => self.distinct_persons_sql(&inner, period.buckets.len(), row_count),
+            Math::UniquePersons => {
+                self.distinct_persons_sql(&inner, period.buckets.len(), row_count)
+            }
             Math::Property { aggregation, .. } => format!(
                 "SELECT bucket_index, row_index, CAST({} AS {double}) AS metric FROM ({inner}) t WHERE x IS NOT NULL GROUP BY bucket_index, row_index{suffix}",
                 agg_x(*aggregation)
@@ -520,8 +522,9 @@ impl TrendsPlan<'_> {
             // The inequality join costs events × buckets comparisons; the bucket
             // index is one expression per event.
             let bucket = period.bucket_expr(&ts);
-            let inner =
-                format!("SELECT {bucket} AS bucket_index, {row} AS row_index, {person} AS person_id {from}");
+            let inner = format!(
+                "SELECT {bucket} AS bucket_index, {row} AS row_index, {person} AS person_id {from}"
+            );
             return Ok(self.distinct_persons_sql(&inner, period.buckets.len(), row_count));
         }
         let rows: Vec<Vec<i64>> = windows
