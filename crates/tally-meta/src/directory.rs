@@ -21,7 +21,7 @@ use tally_core::{TenantDirectory, TenantId};
 
 use crate::error::Result;
 use crate::keys::KeyKind;
-use crate::tenants::{CreatedTenant, MetaStore, Tenant};
+use crate::tenants::{CreatedTenant, MetaStore, OperatorKey, Tenant};
 
 /// How long an unknown write key is answered "unknown" without asking SQLite. Short,
 /// because a tenant created by the CLI should start working within seconds.
@@ -196,6 +196,14 @@ impl MetaStore for CachedMeta {
     async fn verify_operator_key(&self, key: &str) -> Result<bool> {
         self.inner.verify_operator_key(key).await
     }
+
+    async fn list_operator_keys(&self) -> Result<Vec<OperatorKey>> {
+        self.inner.list_operator_keys().await
+    }
+
+    async fn revoke_operator_key(&self, id: i64) -> Result<Option<OperatorKey>> {
+        self.inner.revoke_operator_key(id).await
+    }
 }
 
 #[cfg(test)]
@@ -250,6 +258,12 @@ mod tests {
             unreachable!("not used by these tests")
         }
         async fn verify_operator_key(&self, _: &str) -> Result<bool> {
+            unreachable!("not used by these tests")
+        }
+        async fn list_operator_keys(&self) -> Result<Vec<OperatorKey>> {
+            unreachable!("not used by these tests")
+        }
+        async fn revoke_operator_key(&self, _: i64) -> Result<Option<OperatorKey>> {
             unreachable!("not used by these tests")
         }
     }

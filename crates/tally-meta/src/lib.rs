@@ -27,4 +27,4 @@ pub use identity::{MAX_GROUP_KEY_LEN, MAX_GROUP_TYPE_LEN, UNSET, has_identity_ef
 pub use keys::KeyKind;
 pub use persons::{Group, IdentityStats, MAX_PAGE_SIZE, Person, PersonStore};
 pub use sqlite::SqliteMeta;
-pub use tenants::{CreatedTenant, MetaStore, Tenant};
+pub use tenants::{CreatedTenant, MetaStore, OperatorKey, Tenant};

@@ -81,4 +81,21 @@ pub trait MetaStore: Send + Sync {
     async fn create_operator_key(&self, label: &str) -> Result<String>;
 
     async fn verify_operator_key(&self, key: &str) -> Result<bool>;
+
+    /// Every operator key that works, oldest first (ids and labels; the keys
+    /// themselves are stored only as digests).
+    async fn list_operator_keys(&self) -> Result<Vec<OperatorKey>>;
+
+    /// Revokes an operator key by id: it stops working at once, in every process
+    /// (verification reads the store each time). Returns the revoked key, `None` when
+    /// no key has that id.
+    async fn revoke_operator_key(&self, id: i64) -> Result<Option<OperatorKey>>;
+}
+
+/// An issued operator key, without the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OperatorKey {
+    pub id: i64,
+    pub label: String,
+    pub created_at: DateTime<Utc>,
 }

@@ -299,6 +299,18 @@ pub enum OperatorKeyCommand {
         #[arg(long, default_value = "operator")]
         label: String,
     },
+    /// List the operator keys that work: id, label, creation time (never the keys).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an operator key by the id `list` shows; it stops working at once, also
+    /// in a running server.
+    Revoke {
+        /// The key's id.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -146,6 +146,30 @@ pub async fn run_operator_key(
                 "Operator key for {label:?} (shown only now; it can query across all tenants):\n{key}"
             );
         }
+        OperatorKeyCommand::List { json } => {
+            let keys = meta.list_operator_keys().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else if keys.is_empty() {
+                println!(
+                    "No operator keys. Create one with `tally operator-key create --label NAME`."
+                );
+            } else {
+                println!("{:<6} {:<32} CREATED", "ID", "LABEL");
+                for k in &keys {
+                    println!(
+                        "{:<6} {:<32} {}",
+                        k.id,
+                        k.label,
+                        k.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+                    );
+                }
+            }
+        }
+        OperatorKeyCommand::Revoke { id } => match meta.revoke_operator_key(id).await? {
+            Some(key) => println!("Revoked operator key {id} ({:?}).", key.label),
+            None => bail!("no operator key with id {id}; `tally operator-key list` shows them"),
+        },
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use crate::keys::{
     KeyKind, canonical_timezone, hash_secret, validate_attribute, validate_label,
     validate_tenant_name,
 };
-use crate::tenants::{CreatedTenant, MetaStore, Tenant};
+use crate::tenants::{CreatedTenant, MetaStore, OperatorKey, Tenant};
 
 type TenantRow = (i64, String, String, String, i64);
 
@@ -292,4 +292,34 @@ impl MetaStore for SqliteMeta {
                 .await?;
         Ok(found.is_some())
     }
+
+    async fn list_operator_keys(&self) -> Result<Vec<OperatorKey>> {
+        let rows: Vec<(i64, String, i64)> =
+            sqlx::query_as("SELECT id, label, created_at FROM operator_keys ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(operator_key_from_row).collect()
+    }
+
+    async fn revoke_operator_key(&self, id: i64) -> Result<Option<OperatorKey>> {
+        let row: Option<(i64, String, i64)> = sqlx::query_as(
+            "DELETE FROM operator_keys WHERE id = ? RETURNING id, label, created_at",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let revoked = row.map(operator_key_from_row).transpose()?;
+        if let Some(key) = &revoked {
+            tracing::info!(id, label = %key.label, "Revoked operator key.");
+        }
+        Ok(revoked)
+    }
+}
+
+fn operator_key_from_row((id, label, created_at): (i64, String, i64)) -> Result<OperatorKey> {
+    Ok(OperatorKey {
+        id,
+        label,
+        created_at: datetime_from_micros(created_at)?,
+    })
 }

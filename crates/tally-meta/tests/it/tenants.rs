@@ -209,6 +209,35 @@ async fn operator_keys_verify_only_when_issued() {
 }
 
 #[tokio::test]
+async fn operator_keys_are_listed_and_revoked_one_by_one() {
+    let (_dir, meta) = open_temp().await;
+    assert!(meta.list_operator_keys().await.unwrap().is_empty());
+    let grafana = meta.create_operator_key("grafana").await.unwrap();
+    let alice = meta.create_operator_key("alice").await.unwrap();
+    let listed = meta.list_operator_keys().await.unwrap();
+    let labels: Vec<&str> = listed.iter().map(|k| k.label.as_str()).collect();
+    assert_eq!(labels, ["grafana", "alice"]);
+    // Nothing listed reveals a key.
+    let shown = serde_json::to_string(&listed).unwrap();
+    assert!(
+        !shown.contains(&grafana) && !shown.contains(&alice),
+        "{shown}"
+    );
+
+    let revoked = meta.revoke_operator_key(listed[0].id).await.unwrap();
+    assert_eq!(revoked.as_ref(), Some(&listed[0]));
+    assert!(!meta.verify_operator_key(&grafana).await.unwrap());
+    assert!(meta.verify_operator_key(&alice).await.unwrap());
+    assert_eq!(
+        meta.list_operator_keys().await.unwrap(),
+        vec![listed[1].clone()]
+    );
+    // Revoking again, or an id never issued, finds nothing.
+    assert_eq!(meta.revoke_operator_key(listed[0].id).await.unwrap(), None);
+    assert_eq!(meta.revoke_operator_key(999).await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn tenants_survive_reopening_and_new_ids_continue() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("meta.db");

@@ -241,6 +241,50 @@ fn graphql_answers_trends_and_funnels_per_tenant_and_for_operators() {
 }
 
 #[test]
+fn a_revoked_operator_key_stops_working_in_the_running_server() {
+    let w = world();
+    let dir = w._dir.path();
+    let body = w.graphql(Some(&w.operator), json!({"query": "{ tenants { id } }"}));
+    assert!(body["errors"].is_null(), "{body}");
+
+    let listed: Value =
+        serde_json::from_str(&tally(dir, &["operator-key", "list", "--json"])).unwrap();
+    let keys = listed.as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{listed}");
+    assert_eq!(keys[0]["label"], "tests", "{listed}");
+    assert!(
+        !listed.to_string().contains(&w.operator),
+        "the list shows no key"
+    );
+    let id = keys[0]["id"].as_i64().unwrap().to_string();
+    let table = tally(dir, &["operator-key", "list"]);
+    assert!(table.contains("tests") && table.contains(&id), "{table}");
+
+    let out = tally(dir, &["operator-key", "revoke", &id]);
+    assert!(out.contains("Revoked"), "{out}");
+    let body = w.graphql(Some(&w.operator), json!({"query": "{ tenants { id } }"}));
+    assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+    // The tenants' own keys are untouched.
+    let body = w.graphql(Some(&w.acme.1), json!({"query": "{ tenants { id } }"}));
+    assert_ne!(
+        body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{body}"
+    );
+
+    // Revoking it again is a clear error, not a silent success.
+    let out = Command::new(tally_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["operator-key", "revoke", &id])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no operator key with id"), "{stderr}");
+    assert_eq!(tally(dir, &["operator-key", "list", "--json"]).trim(), "[]");
+}
+
+#[test]
 fn graphql_limits_and_malformed_queries_have_codes() {
     let w = world();
     let key = Some(w.acme.1.as_str());
