@@ -264,6 +264,7 @@ async fn open_engine(args: &Args) -> anyhow::Result<Engine> {
             memory_limit_bytes: args.memory_limit_bytes,
             query_timeout: Duration::from_secs(args.timeout_secs),
             target_partitions: args.partitions.max(1),
+            ..EngineConfig::default()
         },
     ))
 }

@@ -35,6 +35,8 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::MemTable;
+use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
+use datafusion::execution::cache::default_cache::DefaultCache;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use parking_lot::Mutex;
@@ -115,6 +117,9 @@ pub struct EngineConfig {
     pub query_timeout: Duration,
     /// DataFusion target partitions (parallelism).
     pub target_partitions: usize,
+    /// Parquet footers and page indexes kept across queries (bytes, least recently
+    /// used evicted). Files are immutable, so an entry never goes stale.
+    pub metadata_cache_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -123,6 +128,7 @@ impl Default for EngineConfig {
             memory_limit_bytes: 2 << 30,
             query_timeout: Duration::from_secs(30),
             target_partitions: 2,
+            metadata_cache_bytes: 128 << 20,
         }
     }
 }
@@ -145,6 +151,8 @@ pub struct Engine {
     persons: Arc<persons::PersonsCache>,
     /// See [`Engine::with_trends_grouped_row_limit`].
     trends_grouped_row_limit: usize,
+    /// Parquet footers and page indexes, shared by every query's runtime.
+    file_metadata_cache: Arc<FileMetadataCache>,
 }
 
 impl Engine {
@@ -154,6 +162,9 @@ impl Engine {
         identities: Arc<dyn IdentitySource>,
         config: EngineConfig,
     ) -> Self {
+        let file_metadata_cache: Arc<FileMetadataCache> = Arc::new(
+            DefaultCache::new(config.metadata_cache_bytes).with_name("TallyParquetMetadataCache"),
+        );
         Engine {
             store,
             persons: Arc::new(persons::PersonsCache::new(identities.clone())),
@@ -161,6 +172,7 @@ impl Engine {
             config,
             person_maps: Mutex::new(HashMap::new()),
             trends_grouped_row_limit: trends::DEFAULT_TRENDS_GROUPED_ROW_LIMIT,
+            file_metadata_cache,
         }
     }
 
@@ -634,7 +646,14 @@ impl Engine {
 
     /// A session under the memory limit with the `tally_*` functions and no tables.
     fn new_session(&self) -> Result<SessionContext> {
+        // Every query gets its own runtime (its own memory pool) but shares the
+        // Parquet metadata cache: without it each query re-read and re-parsed every
+        // file's footer and page index (~70 columns' worth per file).
+        let caches = CacheManagerConfig::default()
+            .with_file_metadata_cache(Some(self.file_metadata_cache.clone()))
+            .with_metadata_cache_limit(self.config.metadata_cache_bytes);
         let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
             .with_memory_limit(self.config.memory_limit_bytes, 1.0)
             .build_arc()
             .map_err(|e| Error::Execution(e.to_string()))?;

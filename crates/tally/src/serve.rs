@@ -133,6 +133,7 @@ fn query_api(engine: &Engine, args: &QueryLimitArgs) -> anyhow::Result<tally_api
             memory_limit_bytes: args.query_memory_limit_bytes,
             query_timeout: Duration::from_secs(args.query_timeout_secs),
             target_partitions: args.query_partitions.max(1),
+            ..tally_engine::EngineConfig::default()
         },
     );
     let meta: Arc<dyn MetaStore> = engine.meta.clone();
