@@ -4,7 +4,7 @@
 //!
 //! Owns: tenant scoping (every compiled statement reads events, identities and persons
 //! only through relations the dialect restricts to the tenant of the query's
-//! [`Scope`](tally_query::Scope); there is no API that takes a tenant separately),
+//! [`Scope`]; there is no API that takes a tenant separately),
 //! quoting (all user text goes through [`Dialect::quote_string`] or
 //! [`Dialect::quote_identifier`]), resolution of property references through a
 //! [`PropertyCatalog`] (typed columns when materialised, JSON extraction otherwise),
