@@ -57,6 +57,12 @@ pub enum IngestError {
         path: PathBuf,
         source: maxminddb::MaxMindDbError,
     },
+    #[error(
+        "no endpoint {method} {path}: Tally serves PostHog capture (/capture, /e, /i/v0/e, /batch, /decide, /flags), \
+         Segment (/v1/track, /v1/identify, /v1/alias, /v1/group, /v1/page, /v1/screen, /v1/batch), \
+         its own batch endpoint (/v1/events/batch), GraphQL (/graphql) and /healthz, /readyz, /metrics"
+    )]
+    UnknownEndpoint { method: String, path: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -79,6 +85,7 @@ impl Classify for IngestError {
             | InvalidJson(_)
             | UnexpectedShape(_)
             | BodyRead(_) => ErrorClass::BadRequest,
+            UnknownEndpoint { .. } => ErrorClass::NotFound,
             AllEventsRejected { first, .. } => first.class(),
             Sink(e) => e.class(),
             GeoIpDatabase { .. } | Internal(_) => ErrorClass::Internal,

@@ -131,6 +131,15 @@ pub fn router(state: Arc<IngestState>) -> Router {
         // posthog-js's remote config and flags requests: cross-origin like its
         // captures, so merged before the CORS layer.
         .merge(remote_config::routes())
+        // Inside the CORS layer, so that a browser SDK calling an endpoint Tally does
+        // not serve sees this 404 and its message, not an opaque CORS failure. (The
+        // binary merges the other routers into this one; none has a fallback.)
+        .fallback(|req: Request| async move {
+            http_error::error_response(&IngestError::UnknownEndpoint {
+                method: req.method().to_string(),
+                path: req.uri().path().chars().take(200).collect(),
+            })
+        })
         .layer(middleware::from_fn(cors))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)

@@ -77,3 +77,52 @@ fn events_acknowledged_by_every_api_are_stored_and_metrics_report_them() {
     names.sort();
     assert_eq!(names, vec!["native_event", "ph_event", "seg_event"]);
 }
+
+#[test]
+fn unknown_endpoints_answer_a_json_404_that_browsers_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        for (method, path) in [
+            (reqwest::Method::POST, "/s/"),
+            (reqwest::Method::GET, "/api/surveys"),
+            (reqwest::Method::GET, "/"),
+        ] {
+            let r = http
+                .request(method.clone(), format!("{}{path}", server.url()))
+                .header("Origin", "https://app.example.com")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{method} {path}");
+            // A browser only shows the page a response it may read.
+            assert_eq!(
+                r.headers()["access-control-allow-origin"],
+                "https://app.example.com",
+                "{method} {path}"
+            );
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "NOT_FOUND", "{body}");
+            let message = body["error"].as_str().unwrap();
+            assert!(
+                message.contains(&format!("{method} {path}"))
+                    && message.contains("/v1/events/batch"),
+                "{message}"
+            );
+        }
+        // The served routes are unaffected by the fallback.
+        for path in ["/healthz", "/graphql/schema.json"] {
+            let r = http
+                .get(format!("{}{path}", server.url()))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "{path}: {}", r.status());
+        }
+    });
+}
