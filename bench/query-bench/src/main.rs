@@ -382,10 +382,7 @@ fn split_statements(text: &str) -> Vec<String> {
 
 /// `--sql`: runs raw statements on the tenant's events and identity map.
 async fn run_sql(args: &Args, path: &Path, out: &mut impl Write) -> anyhow::Result<()> {
-    use datafusion::arrow::array::{RecordBatch, StringBuilder};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::arrow::util::pretty::pretty_format_batches;
-    use datafusion::datasource::MemTable;
     use datafusion::execution::runtime_env::RuntimeEnvBuilder;
     use datafusion::prelude::{SessionConfig, SessionContext};
     use tally_sql::DataFusionDialect;
@@ -406,20 +403,6 @@ async fn run_sql(args: &Args, path: &Path, out: &mut impl Write) -> anyhow::Resu
     let (_, pairs) = IdentitySource::distinct_id_map(&meta, tenant)
         .await
         .map_err(|e| anyhow::anyhow!("reading the identity map: {e}"))?;
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("distinct_id", DataType::Utf8, false),
-        Field::new("person_id", DataType::Utf8, false),
-    ]));
-    let mut ids = StringBuilder::new();
-    let mut persons = StringBuilder::new();
-    for (d, p) in &pairs {
-        ids.append_value(d);
-        persons.append_value(p);
-    }
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![Arc::new(ids.finish()), Arc::new(persons.finish())],
-    )?;
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(args.memory_limit_bytes, 1.0)
         .build_arc()?;
@@ -431,7 +414,7 @@ async fn run_sql(args: &Args, path: &Path, out: &mut impl Write) -> anyhow::Resu
     )?;
     ctx.register_table(
         DataFusionDialect::person_map_table_name(tenant),
-        Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
+        Arc::new(tally_engine::person_map_table(&pairs)?),
     )?;
     for statement in statements {
         let started = Instant::now();

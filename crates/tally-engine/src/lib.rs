@@ -133,6 +133,27 @@ impl Default for EngineConfig {
     }
 }
 
+/// The identity-map relation statements join (`distinct_id`, `person_id`, both
+/// non-null UTF-8) from an [`IdentitySource`]'s pairs.
+pub fn person_map_table(pairs: &[(String, String)]) -> Result<MemTable> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("distinct_id", DataType::Utf8, false),
+        Field::new("person_id", DataType::Utf8, false),
+    ]));
+    let mut ids = StringBuilder::new();
+    let mut persons = StringBuilder::new();
+    for (d, p) in pairs {
+        ids.append_value(d);
+        persons.append_value(p);
+    }
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(ids.finish()), Arc::new(persons.finish())],
+    )
+    .map_err(|e| Error::Execution(e.to_string()))?;
+    MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| Error::Execution(e.to_string()))
+}
+
 /// A tenant's identity map in the two forms statements use: the table the
 /// identity-map join reads, and the person keys `tally_person_key` reads.
 #[derive(Clone)]
@@ -693,25 +714,7 @@ impl Engine {
         {
             return Ok(map.clone());
         }
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("distinct_id", DataType::Utf8, false),
-            Field::new("person_id", DataType::Utf8, false),
-        ]));
-        let mut ids = StringBuilder::new();
-        let mut persons = StringBuilder::new();
-        for (d, p) in &pairs {
-            ids.append_value(d);
-            persons.append_value(p);
-        }
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![Arc::new(ids.finish()), Arc::new(persons.finish())],
-        )
-        .map_err(|e| Error::Execution(e.to_string()))?;
-        let table = Arc::new(
-            MemTable::try_new(schema, vec![vec![batch]])
-                .map_err(|e| Error::Execution(e.to_string()))?,
-        );
+        let table = Arc::new(person_map_table(&pairs)?);
         let keys = Arc::new(PersonKeyMap::new(
             pairs.iter().map(|(d, p)| (d.as_str(), p.as_str())),
         ));

@@ -87,15 +87,6 @@ impl PersonKeyMap {
         }
         merged
     }
-
-    /// Entries held (for memory accounting and logs).
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
 }
 
 /// The scalar function over one [`PersonKeyMap`], with the per-query numbering of

@@ -660,33 +660,19 @@ mod tests {
             tenant_time_zone: Some("UTC"),
             catalog: &catalog,
         };
-        let amount = r#"{"source":"event","key":"amount"}"#;
+        let of_amount = |aggregation: &str| {
+            format!(
+                r#"{{"type":"property","aggregation":"{aggregation}","property":{{"source":"event","key":"amount"}}}}"#
+            )
+        };
         let cases = [
             (r#"{"type":"total"}"#.to_string(), true),
-            (
-                format!(r#"{{"type":"property","aggregation":"sum","property":{amount}}}"#),
-                true,
-            ),
-            (
-                format!(r#"{{"type":"property","aggregation":"avg","property":{amount}}}"#),
-                true,
-            ),
-            (
-                format!(r#"{{"type":"property","aggregation":"min","property":{amount}}}"#),
-                true,
-            ),
-            (
-                format!(r#"{{"type":"property","aggregation":"max","property":{amount}}}"#),
-                true,
-            ),
-            (
-                format!(r#"{{"type":"property","aggregation":"median","property":{amount}}}"#),
-                false,
-            ),
-            (
-                format!(r#"{{"type":"property","aggregation":"p99","property":{amount}}}"#),
-                false,
-            ),
+            (of_amount("sum"), true),
+            (of_amount("avg"), true),
+            (of_amount("min"), true),
+            (of_amount("max"), true),
+            (of_amount("median"), false),
+            (of_amount("p99"), false),
             (r#"{"type":"unique_persons"}"#.to_string(), false),
             (r#"{"type":"dau"}"#.to_string(), false),
             (
