@@ -10,6 +10,13 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# A debug build of the workspace and its ~25 test binaries needs roughly 10 GB;
+# a full disk shows up as an obscure linker crash (SIGBUS), so say so up front.
+free_kib=$(df -Pk . | awk 'NR==2 {print $4}')
+if [ "${free_kib:-0}" -lt $((12 * 1024 * 1024)) ]; then
+    printf 'warning: only %s MiB free on this disk; the build needs about 10 GB\n' "$((free_kib / 1024))" >&2
+fi
+
 step "Installing end-to-end test dependencies (npm: posthog-node, @segment/analytics-node)"
 ./scripts/setup-e2e.sh
 
