@@ -19,6 +19,10 @@
 //! footprint and no boxed accumulator exists per person. The per-row
 //! [`RetentionAccumulator`] stays for plans that ask for one; both share
 //! [`PersonRetention`].
+//!
+//! Without a breakdown the aggregate is skipped: [`PeriodSets`] folds the rows of
+//! [`RetentionPlan::person_periods_sql`] into two bit sets per person (start and
+//! return periods), indexed by the dense person key.
 
 use std::sync::Arc;
 
@@ -26,13 +30,16 @@ use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, FixedSizeBinaryArray, Int64Array, ListArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, ScalarValue, exec_err};
 use datafusion::error::Result as DfResult;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use serde_json::Value;
 use tally_query::retention::{RetentionBreakdownRow, RetentionCohort};
 use tally_query::{BreakdownValue, RetentionQuery, RetentionResult, Scope};
@@ -676,6 +683,13 @@ pub(crate) async fn run_on(
 
     let periods = query.periods as usize;
     let empty = || vec![vec![0u64; periods + 1]; plan.cohorts.len()];
+    if let Some(sql) = plan.person_periods_sql()? {
+        let sets = PeriodSets::read(engine, session, &sql).await?;
+        return Ok(RetentionResult {
+            total: table(&plan, &sets.counts(&plan)),
+            breakdowns: Vec::new(),
+        });
+    }
     // Rows: the ranked breakdown keys, then "other" when more values were counted.
     let ranked = ranking(engine, session, &plan).await?;
     let top = ranked.as_ref().map(|(keys, _)| to_sql_keys(keys));
@@ -732,6 +746,148 @@ pub(crate) async fn run_on(
         total: table(&plan, &total),
         breakdowns,
     })
+}
+
+/// Every person's start and return periods as two bit sets (period `p` is bit
+/// `p + 1`), indexed by person key: the plan of
+/// [`RetentionPlan::person_periods_sql`]. Folding rows into an array indexed by the
+/// dense person key costs a few instructions per event, where grouping by person
+/// costs a hash-table probe and the aggregate's per-person vectors.
+struct PeriodSets {
+    /// `[start periods, return periods]` per person key.
+    persons: Vec<[u64; 2]>,
+    /// The person of events without a distinct id, if any (grouped as one person, as
+    /// `GROUP BY` does).
+    null_person: [u64; 2],
+    /// The array's bytes, held against the query's memory pool.
+    reservation: MemoryReservation,
+}
+
+impl PeriodSets {
+    async fn read(engine: &Engine, session: &SessionContext, sql: &str) -> Result<PeriodSets> {
+        tracing::debug!(sql, "running statement");
+        let pool = Arc::clone(&session.runtime_env().memory_pool);
+        let mut sets = PeriodSets {
+            persons: Vec::new(),
+            null_person: [0; 2],
+            reservation: MemoryConsumer::new("tally retention period sets").register(&pool),
+        };
+        let df = session.sql(sql).await.map_err(|e| engine.df_error(e))?;
+        let mut stream = df.execute_stream().await.map_err(|e| engine.df_error(e))?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| engine.df_error(e))?;
+            sets.add(&batch).map_err(|e| engine.df_error(e))?;
+        }
+        Ok(sets)
+    }
+
+    fn add(&mut self, batch: &RecordBatch) -> DfResult<()> {
+        let column = |i: usize| -> DfResult<&Int64Array> {
+            batch
+                .columns()
+                .get(i)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .ok_or_else(|| {
+                    DataFusionError::Internal(format!("period sets: column {i} is not BIGINT"))
+                })
+        };
+        let (keys, period, mask) = (column(0)?, column(1)?, column(2)?);
+        for i in 0..batch.num_rows() {
+            if period.is_null(i) || mask.is_null(i) {
+                continue;
+            }
+            let (p, m) = (period.value(i), mask.value(i));
+            let Some(bit) = u32::try_from(p + 1).ok().filter(|b| *b < 64) else {
+                return Err(DataFusionError::Internal(format!(
+                    "period sets: period {p} outside -1..=62"
+                )));
+            };
+            let person = if keys.is_null(i) {
+                &mut self.null_person
+            } else {
+                let key = usize::try_from(keys.value(i)).map_err(|_| {
+                    DataFusionError::Internal("period sets: negative person key".into())
+                })?;
+                if key >= self.persons.len() {
+                    self.grow(key + 1)?;
+                }
+                &mut self.persons[key]
+            };
+            if m & START_BIT != 0 {
+                person[0] |= 1 << bit;
+            }
+            if m & RETURN_BIT != 0 {
+                person[1] |= 1 << bit;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes room for `len` persons (doubling, so that growth is amortised), under
+    /// the memory pool.
+    fn grow(&mut self, len: usize) -> DfResult<()> {
+        let new_len = len.max(self.persons.len() * 2).max(1024);
+        let bytes = (new_len - self.persons.len()) * std::mem::size_of::<[u64; 2]>();
+        self.reservation.try_grow(bytes)?;
+        self.persons.resize(new_len, [0; 2]);
+        Ok(())
+    }
+
+    /// Persons per (cohort, offset).
+    fn counts(&self, plan: &RetentionPlan<'_>) -> Counts {
+        let spec = plan.spec(None);
+        let periods = spec.periods as usize;
+        let mut counts = vec![vec![0u64; periods + 1]; spec.cohorts.len()];
+        // Global period -> cohort position.
+        let last = usize::try_from(plan.last_period()).unwrap_or(0);
+        let mut cohort_of = vec![None; last + 1];
+        for (c, &k) in spec.cohorts.iter().enumerate() {
+            if let Some(slot) = usize::try_from(k).ok().and_then(|k| cohort_of.get_mut(k)) {
+                *slot = Some(c);
+            }
+        }
+        let offsets = if periods >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << periods) - 1
+        };
+        for &[starts, returns] in self.persons.iter().chain([&self.null_person]) {
+            // Period -1 (before the range) forms no membership and is no return.
+            let returns = returns & !1;
+            let memberships = if spec.first_time {
+                // The first start event ever is in the lowest start period.
+                starts & starts.wrapping_neg() & !1
+            } else {
+                starts & !1
+            };
+            let mut rest = memberships;
+            while rest != 0 {
+                let bit = rest.trailing_zeros();
+                rest &= rest - 1;
+                let Some(c) = cohort_of.get(bit as usize - 1).copied().flatten() else {
+                    continue;
+                };
+                let cells = &mut counts[c];
+                cells[0] += 1;
+                // Bit `bit + n` is offset n.
+                let later = returns.checked_shr(bit + 1).unwrap_or(0);
+                if spec.on_or_after {
+                    // Returned in offset n or later: every offset up to the last return.
+                    let last_offset = (64 - later.leading_zeros()) as usize;
+                    for cell in &mut cells[1..=last_offset.min(periods)] {
+                        *cell += 1;
+                    }
+                } else {
+                    let mut on = later & offsets;
+                    while on != 0 {
+                        cells[on.trailing_zeros() as usize + 1] += 1;
+                        on &= on - 1;
+                    }
+                }
+            }
+        }
+        counts
+    }
 }
 
 /// The ranked breakdown keys (canonical values; memberships descending, then value

@@ -108,11 +108,12 @@ pub trait Dialect {
     /// The name of Tally's retention aggregate (contract in `docs/QUERY-ENGINE.md`).
     fn retention_function(&self) -> &'static str;
 
-    /// A value computed from the distinct id alone that is equal for two events
+    /// A BIGINT computed from the distinct id alone that is equal for two events
     /// exactly when their persons (`coalesce(map.person_id, distinct_id)`) are, for
     /// statements that only group or compare persons; `None` when the dialect has no
     /// such function (then those statements use the person itself, through the
-    /// identity-map join).
+    /// identity-map join). The keys of one statement are small and dense (numbered
+    /// from 0), so the engine may index arrays by them.
     fn person_key(&self, _distinct_id: &str) -> Option<String> {
         None
     }

@@ -143,6 +143,14 @@ impl<'a> Scoped<'a> {
         }
     }
 
+    /// Whether [`Scoped::person_key`] is the dialect's integer key (rather than the
+    /// person string through the identity map).
+    pub fn person_key_is_integer(&self) -> bool {
+        self.dialect
+            .person_key(&self.col("e", "distinct_id"))
+            .is_some()
+    }
+
     /// `e.timestamp` within `[start, end)`, written on the raw column so that the
     /// store can prune partitions and files by it.
     pub fn time_bounds(&self, start: Option<i64>, end: Option<i64>) -> Vec<String> {

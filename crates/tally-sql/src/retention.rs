@@ -342,6 +342,36 @@ impl RetentionPlan<'_> {
         )))
     }
 
+    /// The highest global period index a row can get (`L`): the last cohort's index
+    /// plus the reported periods.
+    pub fn last_period(&self) -> i64 {
+        // `starts` holds s_0 ..= s_{L+1}.
+        self.starts.len() as i64 - 2
+    }
+
+    /// Without a breakdown, when the dialect has an integer person key
+    /// ([`crate::Dialect::person_key`]) and every period index (-1 ..= `L`) fits a
+    /// 64-bit set as bit `period + 1`: one row per matching event with `person_key`,
+    /// `period` and `mask` (BIGINT).
+    ///
+    /// A person's retention then only needs two bit sets, its start periods and its
+    /// return periods: the first start event ever is in the lowest start period
+    /// (periods grow with time), and which start event forms a membership matters
+    /// only for breakdowns. The engine folds the rows into those sets, indexed by
+    /// the person key, instead of grouping by person through the aggregate.
+    pub fn person_periods_sql(&self) -> Result<Option<String>> {
+        let s = self.scoped();
+        let fits = (0..64).contains(&(self.last_period() + 1));
+        if self.query.breakdown.is_some() || !fits || !s.person_key_is_integer() {
+            return Ok(None);
+        }
+        let rows = self.rows_sql(&s, None)?;
+        Ok(Some(format!(
+            "SELECT person_id AS person_key, period, mask FROM ({rows}) t{suffix}",
+            suffix = self.dialect.statement_suffix(),
+        )))
+    }
+
     /// Rows `cohort` (position in [`RetentionPlan::cohorts`]), `period_offset` (0 =
     /// the cohort's size, n = returned in period n / n or later), `row_index` (the
     /// index in `top` of the membership's breakdown value, -1 = other; 0 without
@@ -350,6 +380,28 @@ impl RetentionPlan<'_> {
         let q = self.query;
         let s = self.scoped();
         let spec = self.spec(top);
+        let rows = self.rows_sql(&s, top)?;
+        let per_person = format!(
+            "SELECT person_id, {agg}(period, mask, ts, uuid, row_index, {spec}) AS cells FROM ({rows}) t GROUP BY person_id",
+            agg = self.aggregate,
+            spec = s.lit(&spec.encode()),
+        );
+        let slots = spec.row_slots;
+        let width = i64::from(q.periods) + 1;
+        Ok(format!(
+            "SELECT CAST(cell / {slots} / {width} AS BIGINT) AS cohort, \
+             CAST((cell / {slots}) % {width} AS BIGINT) AS period_offset, \
+             CAST(cell % {slots} - 1 AS BIGINT) AS row_index, CAST(COUNT(*) AS BIGINT) AS persons \
+             FROM (SELECT unnest(cells) AS cell FROM ({per_person}) p) c GROUP BY cell{suffix}",
+            suffix = self.dialect.statement_suffix(),
+        ))
+    }
+
+    /// One row per start or return event in its bounds: `ts`, `person_id` (the
+    /// person key), `period`, `mask`, `uuid` and `row_index` (with `top`: the
+    /// breakdown row of the event; else NULL and 0).
+    fn rows_sql(&self, s: &Scoped<'_>, top: Option<&[BreakdownKey]>) -> Result<String> {
+        let q = self.query;
         let start = s.matcher(&q.start, &[])?;
         let ret = s.matcher(&q.return_event, &[])?;
         let row = match (&q.breakdown, top) {
@@ -383,25 +435,11 @@ impl RetentionPlan<'_> {
             // Without a breakdown the forming event's identity does not matter.
             None => ("NULL".to_string(), "CAST(0 AS BIGINT)".to_string()),
         };
-        let rows = format!(
+        Ok(format!(
             "SELECT {ts} AS ts, {person} AS person_id, {period} AS period, \
              CAST(CASE WHEN {is_start} THEN {START_BIT} ELSE 0 END + CASE WHEN {is_return} THEN {RETURN_BIT} ELSE 0 END AS BIGINT) AS mask, \
              {uuid} AS uuid, {row} AS row_index {from}",
             period = self.period_expr(&ts),
-        );
-        let per_person = format!(
-            "SELECT person_id, {agg}(period, mask, ts, uuid, row_index, {spec}) AS cells FROM ({rows}) t GROUP BY person_id",
-            agg = self.aggregate,
-            spec = s.lit(&spec.encode()),
-        );
-        let slots = spec.row_slots;
-        let width = i64::from(q.periods) + 1;
-        Ok(format!(
-            "SELECT CAST(cell / {slots} / {width} AS BIGINT) AS cohort, \
-             CAST((cell / {slots}) % {width} AS BIGINT) AS period_offset, \
-             CAST(cell % {slots} - 1 AS BIGINT) AS row_index, CAST(COUNT(*) AS BIGINT) AS persons \
-             FROM (SELECT unnest(cells) AS cell FROM ({per_person}) p) c GROUP BY cell{suffix}",
-            suffix = self.dialect.statement_suffix(),
         ))
     }
 }
@@ -482,6 +520,48 @@ mod tests {
         // Equal widths: arithmetic, clamped to L = 4.
         let sql = plan.cells_sql(None).unwrap();
         assert!(sql.contains(&format!("/ {DAY} AS BIGINT), 4)")), "{sql}");
+    }
+
+    #[test]
+    fn person_periods_only_without_breakdown_and_within_64_periods() {
+        let catalog = PropertyCatalog::new();
+        let ctx = CompileContext {
+            now: NOW,
+            tenant_time_zone: None,
+            catalog: &catalog,
+        };
+        let with = |range_days: u32, periods: u32, breakdown: &str| {
+            query(&format!(
+                r#"{{"scope":{{"tenant":7}},"date_range":{{"type":"last","count":{range_days},"unit":"day"}},
+                    "start":{{"event":"a"}},"return":{{"event":"b"}},"period":"day","periods":{periods}{breakdown}}}"#
+            ))
+        };
+        let breakdown = r#","breakdown":{"properties":[{"source":"event","key":"plan"}]}"#;
+        // L = 29 + 30: bits up to 60.
+        let q = with(30, 30, "");
+        let plan = compile_retention(&q, &DataFusionDialect, &ctx).unwrap();
+        assert_eq!(plan.last_period(), 59);
+        let sql = plan.person_periods_sql().unwrap().expect("fits");
+        assert!(
+            sql.starts_with("SELECT person_id AS person_key, period, mask FROM"),
+            "{sql}"
+        );
+        assert!(sql.contains("tally_person_key(e.\"distinct_id\")"), "{sql}");
+        // L = 62 is the last that fits (period 62 is bit 63).
+        for (periods, fits) in [(3, true), (33, true), (34, false)] {
+            let q = with(30, periods, "");
+            let plan = compile_retention(&q, &DataFusionDialect, &ctx).unwrap();
+            assert_eq!(plan.last_period(), 29 + i64::from(periods));
+            assert_eq!(
+                plan.person_periods_sql().unwrap().is_some(),
+                fits,
+                "{periods}"
+            );
+        }
+        // A breakdown needs the forming start event: the aggregate.
+        let q = with(30, 3, breakdown);
+        let plan = compile_retention(&q, &DataFusionDialect, &ctx).unwrap();
+        assert!(plan.person_periods_sql().unwrap().is_none());
     }
 
     #[test]
@@ -624,6 +704,9 @@ mod tests {
                         }
                         let sql = plan.cells_sql(None).unwrap();
                         out.push_str(&format!("-- cells\n{sql};\n"));
+                        if let Some(sql) = plan.person_periods_sql().unwrap() {
+                            out.push_str(&format!("-- person periods\n{sql};\n"));
+                        }
                         if let Some(b) = &q.breakdown {
                             let n = b.properties.len();
                             let top = [
