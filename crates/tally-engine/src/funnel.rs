@@ -32,17 +32,25 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Int64Array, Int64Builder, ListArray,
 };
+use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, ScalarValue, exec_err};
+use datafusion::datasource::MemTable;
 use datafusion::error::Result as DfResult;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator,
     ScalarUDF, Signature, Volatility, create_udf,
 };
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use tally_query::FunnelOrder;
 use tally_sql::FunnelSpec;
 use tally_sql::funnel::{ENTRY_BIT, EXCLUSION_SHIFT, STEP_BIT};
+
+use crate::Engine;
 
 /// Starts the message of the error a person over [`MAX_SEARCH_WORK`] causes, so the
 /// engine can tell it from internal failures.
@@ -444,6 +452,118 @@ impl GroupsAccumulator for FunnelGroups {
             + self.events.capacity() * std::mem::size_of::<Vec<(i64, i64)>>()
             + self.event_capacity * std::mem::size_of::<(i64, i64)>()
     }
+}
+
+/// The name under which [`chains_table`] is registered for one query.
+pub(crate) const CHAINS_TABLE: &str = "funnel_chains";
+
+/// Every person's best chain, from the rows of [`tally_sql::FunnelPlan::person_rows_sql`]
+/// grouped here rather than by `GROUP BY person_id` through [`FunnelGroups`]: the
+/// person key is dense, so a counting sort by key groups the events in two linear
+/// passes, with no hash table and no vector per person (whose allocations, and the
+/// partial/final aggregation's copies of every event as list state, were most of a
+/// funnel's time). The table has the columns of the per-person statement the plan
+/// would otherwise aggregate (`person_id` BIGINT, `f` the aggregate's list), one row
+/// per person with events.
+pub(crate) async fn chains_table(
+    engine: &Engine,
+    session: &SessionContext,
+    sql: &str,
+    spec: &FunnelSpec,
+) -> crate::Result<MemTable> {
+    tracing::debug!(sql, "running statement");
+    let pool = Arc::clone(&session.runtime_env().memory_pool);
+    let reservation = MemoryConsumer::new("tally funnel person events").register(&pool);
+    let mut keys: Vec<u32> = Vec::new();
+    let mut events: Vec<(i64, i64)> = Vec::new();
+    // Events without a distinct id: one person, as `GROUP BY` groups NULLs.
+    let mut null_person: Vec<(i64, i64)> = Vec::new();
+    let mut persons = 0usize;
+    let df = session.sql(sql).await.map_err(|e| engine.df_error(e))?;
+    let mut stream = df.execute_stream().await.map_err(|e| engine.df_error(e))?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| engine.df_error(e))?;
+        let [key, ts, mask] = [0, 1, 2].map(|i| {
+            batch
+                .columns()
+                .get(i)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        });
+        let (Some(key), Some(ts), Some(mask)) = (key, ts, mask) else {
+            return Err(crate::Error::Execution(
+                "funnel person rows: expected three BIGINT columns".into(),
+            ));
+        };
+        // Each kept event costs a key and a pair now, and a pair in the sorted copy.
+        let bytes = batch.num_rows() * (4 + 2 * std::mem::size_of::<(i64, i64)>());
+        reservation
+            .try_grow(bytes)
+            .map_err(|e| engine.df_error(e))?;
+        for i in 0..batch.num_rows() {
+            // As the aggregate: rows without a timestamp or mask are skipped.
+            if ts.is_null(i) || mask.is_null(i) {
+                continue;
+            }
+            let pair = (ts.value(i), mask.value(i));
+            if key.is_null(i) {
+                null_person.push(pair);
+                continue;
+            }
+            let k = u32::try_from(key.value(i)).map_err(|_| {
+                crate::Error::Execution(format!(
+                    "funnel person rows: person key {} out of range",
+                    key.value(i)
+                ))
+            })?;
+            persons = persons.max(k as usize + 1);
+            keys.push(k);
+            events.push(pair);
+        }
+    }
+    // Counting sort by key: offsets[k] .. offsets[k + 1] are person k's events, in
+    // the order they arrived.
+    let mut offsets = vec![0usize; persons + 1];
+    for &k in &keys {
+        offsets[k as usize + 1] += 1;
+    }
+    for k in 0..persons {
+        offsets[k + 1] += offsets[k];
+    }
+    let mut next = offsets.clone();
+    let mut grouped = vec![(0i64, 0i64); events.len()];
+    for (&k, &pair) in keys.iter().zip(&events) {
+        grouped[next[k as usize]] = pair;
+        next[k as usize] += 1;
+    }
+    drop((keys, events, next));
+    let mut ids = Vec::new();
+    let mut chains = Vec::new();
+    for k in 0..persons {
+        let (lo, hi) = (offsets[k], offsets[k + 1]);
+        if lo == hi {
+            continue;
+        }
+        ids.push(Some(k as i64));
+        chains.push(best_chain(spec, &mut grouped[lo..hi]).map_err(|e| engine.df_error(e))?);
+    }
+    if !null_person.is_empty() {
+        ids.push(None);
+        chains.push(best_chain(spec, &mut null_person).map_err(|e| engine.df_error(e))?);
+    }
+    drop(grouped);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("person_id", DataType::Int64, true),
+        Field::new("f", list_of_int64(), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(chains)),
+        ],
+    )
+    .map_err(|e| crate::Error::Execution(e.to_string()))?;
+    MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| engine.df_error(e))
 }
 
 /// A person's result: `None` when they never entered; otherwise per step the

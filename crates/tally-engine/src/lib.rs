@@ -280,7 +280,20 @@ impl Engine {
             tenant_time_zone,
             catalog,
         };
-        let plan = compile_funnel(query, &DataFusionDialect, &ctx)?;
+        let mut plan = compile_funnel(query, &DataFusionDialect, &ctx)?;
+        // The views whose statements read each person's chain without breakdown
+        // rows, buckets or ids read them from the engine's grouping.
+        if matches!(
+            query.view,
+            FunnelView::Steps | FunnelView::TimeToConvert { .. }
+        ) && let Some(sql) = plan.person_rows_sql()?
+        {
+            let table = funnel::chains_table(self, session, &sql, &plan.spec).await?;
+            session
+                .register_table(funnel::CHAINS_TABLE, Arc::new(table))
+                .map_err(|e| Error::Execution(e.to_string()))?;
+            plan.read_chains_from(funnel::CHAINS_TABLE);
+        }
         match &query.view {
             FunnelView::Steps => self.funnel_steps_view(session, &plan).await,
             FunnelView::TimeToConvert {

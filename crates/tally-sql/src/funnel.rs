@@ -165,6 +165,8 @@ pub struct FunnelPlan<'a> {
     aggregate: &'static str,
     dialect: &'a dyn Dialect,
     ctx: CompileContext<'a>,
+    /// See [`FunnelPlan::read_chains_from`].
+    chains_table: Option<String>,
 }
 
 /// Compiles a funnel query (every view, with or without breakdown).
@@ -201,6 +203,7 @@ pub fn compile_funnel<'a>(
         aggregate,
         dialect,
         ctx: ctx.clone(),
+        chains_table: None,
     };
     // Compile every statement once now so that unsupported properties fail here.
     plan.steps_sql(None)?;
@@ -435,8 +438,85 @@ impl FunnelPlan<'_> {
         buckets: Option<&[(i64, i64)]>,
         ids: bool,
     ) -> Result<(String, bool)> {
-        let q = self.query;
+        if let (None, None, false, Some(table)) = (top, buckets, ids, &self.chains_table) {
+            return Ok((format!("SELECT person_id, f FROM {table}"), false));
+        }
         let s = self.scoped();
+        let PersonRows {
+            rows,
+            has_row,
+            first_touch,
+        } = self.person_rows(&s, top, buckets.is_none(), ids)?;
+        let spec = s.lit(&self.spec.encode());
+        let aggregate = self.aggregate;
+        let Some(buckets) = buckets else {
+            return Ok((
+                format!(
+                    "SELECT person_id, {aggregate}(ts, mask, {spec}) AS f{first_touch} FROM ({rows}) t GROUP BY person_id"
+                ),
+                has_row,
+            ));
+        };
+        // Each event joins the buckets whose entries' chains could include it:
+        // [bucket start, bucket end + window).
+        let table: Vec<Vec<i64>> = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, (lo, hi))| vec![i as i64, *lo, *hi])
+            .collect();
+        let window = self.spec.window;
+        let first_touch = first_touch.replace("mask", "m");
+        Ok((
+            format!(
+                "SELECT bucket_index, person_id, {aggregate}(ts, m, {spec}) AS f{first_touch} FROM (\
+                 SELECT w.bucket_index, t.*, t.mask + CASE WHEN t.ts >= w.lo AND t.ts < w.hi THEN {ENTRY_BIT} ELSE 0 END AS m \
+                 FROM ({rows}) t CROSS JOIN {values} WHERE t.ts >= w.lo AND t.ts < w.hi + {window}\
+                 ) b GROUP BY bucket_index, person_id",
+                values = self
+                    .dialect
+                    .values_table("w", &["bucket_index", "lo", "hi"], &table),
+            ),
+            has_row,
+        ))
+    }
+
+    /// Without a breakdown, when the dialect has an integer person key: one row per
+    /// event the funnel reads, `person_key`, `ts` and `mask` (BIGINT), for an engine
+    /// that groups events by person itself (the key is dense) and runs the per-person
+    /// chain search on each group. It then hands the chains back with
+    /// [`FunnelPlan::read_chains_from`].
+    pub fn person_rows_sql(&self) -> Result<Option<String>> {
+        let s = self.scoped();
+        if self.query.breakdown.is_some() || !s.person_key_is_integer() {
+            return Ok(None);
+        }
+        let rows = self.person_rows(&s, None, true, false)?.rows;
+        Ok(Some(format!(
+            "SELECT person_id AS person_key, ts, mask FROM ({rows}) t{suffix}",
+            suffix = self.dialect.statement_suffix(),
+        )))
+    }
+
+    /// Makes the statements without breakdown rows, conversion buckets or person
+    /// ids ([`FunnelPlan::steps_sql`] without `top`, the time-to-convert statements)
+    /// read each person's chain from `table` (columns `person_id` and `f`, the
+    /// aggregate's list; one row per person with events in
+    /// [`FunnelPlan::person_rows_sql`]) instead of aggregating the events. The table
+    /// is the engine's, derived from that scoped statement, so it holds only this
+    /// query's tenant.
+    pub fn read_chains_from(&mut self, table: &str) {
+        self.chains_table = Some(table.to_string());
+    }
+
+    /// The rows every per-person statement reads; see [`PersonRows`].
+    fn person_rows(
+        &self,
+        s: &Scoped<'_>,
+        top: Option<&[BreakdownKey]>,
+        with_entry_bit: bool,
+        ids: bool,
+    ) -> Result<PersonRows> {
+        let q = self.query;
         // What each event matches; the global filters are in WHERE once.
         let mut parts = Vec::new();
         let mut any = Vec::new();
@@ -459,7 +539,7 @@ impl FunnelPlan<'_> {
         );
         // Per bucket, entries are the events in the bucket: the entry bit is added
         // after the join with the buckets.
-        if buckets.is_none() {
+        if with_entry_bit {
             parts.push(format!("CASE WHEN {entry} THEN {ENTRY_BIT} ELSE 0 END"));
         }
         let row = match (&q.breakdown, top) {
@@ -507,38 +587,23 @@ impl FunnelPlan<'_> {
             ts = s.ts(),
             mask = parts.join(" + "),
         );
-        let spec = s.lit(&self.spec.encode());
-        let aggregate = self.aggregate;
-        let Some(buckets) = buckets else {
-            return Ok((
-                format!(
-                    "SELECT person_id, {aggregate}(ts, mask, {spec}) AS f{first_touch} FROM ({rows}) t GROUP BY person_id"
-                ),
-                row.is_some(),
-            ));
-        };
-        // Each event joins the buckets whose entries' chains could include it:
-        // [bucket start, bucket end + window).
-        let table: Vec<Vec<i64>> = buckets
-            .iter()
-            .enumerate()
-            .map(|(i, (lo, hi))| vec![i as i64, *lo, *hi])
-            .collect();
-        let window = self.spec.window;
-        let first_touch = first_touch.replace("mask", "m");
-        Ok((
-            format!(
-                "SELECT bucket_index, person_id, {aggregate}(ts, m, {spec}) AS f{first_touch} FROM (\
-                 SELECT w.bucket_index, t.*, t.mask + CASE WHEN t.ts >= w.lo AND t.ts < w.hi THEN {ENTRY_BIT} ELSE 0 END AS m \
-                 FROM ({rows}) t CROSS JOIN {values} WHERE t.ts >= w.lo AND t.ts < w.hi + {window}\
-                 ) b GROUP BY bucket_index, person_id",
-                values = self
-                    .dialect
-                    .values_table("w", &["bucket_index", "lo", "hi"], &table),
-            ),
-            row.is_some(),
-        ))
+        Ok(PersonRows {
+            rows,
+            has_row: row.is_some(),
+            first_touch,
+        })
     }
+}
+
+/// The events a funnel reads, one row each: `ts`, `person_id` and `mask`, plus
+/// `row_index` and `uuid` with a breakdown's `top`.
+struct PersonRows {
+    rows: String,
+    /// Whether `row_index` is there.
+    has_row: bool,
+    /// The per-person select item computing the first-touch `row_index` (empty
+    /// without it).
+    first_touch: String,
 }
 
 #[cfg(test)]

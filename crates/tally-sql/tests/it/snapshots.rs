@@ -149,6 +149,13 @@ fn render(query: &Query, dialect: &dyn Dialect) -> String {
                     let sql = plan.steps_sql(Some(&top)).unwrap();
                     out.push_str(&format!("-- steps by breakdown row\n{sql};\n"));
                 }
+                if let Some(sql) = plan.person_rows_sql().unwrap() {
+                    out.push_str(&format!("-- person rows\n{sql};\n"));
+                    let mut plan = plan;
+                    plan.read_chains_from("funnel_chains");
+                    let sql = plan.steps_sql(None).unwrap();
+                    out.push_str(&format!("-- steps over the engine's chains\n{sql};\n"));
+                }
             }
             Err(e) => out.push_str(&format!("-- error: {e}\n")),
         },
@@ -240,9 +247,13 @@ fn every_statement_is_scoped_to_the_query_tenant() {
         if name.ends_with(".datafusion.sql") {
             let text = std::fs::read_to_string(&path).unwrap();
             for stmt in text.split(";\n").filter(|s| s.contains("SELECT")) {
-                // Persons lists read the persons relation alone.
+                // Persons lists read the persons relation alone; funnel statements
+                // over the engine's chains read only that table (which the engine
+                // derives from the scoped "person rows" statement).
+                let over_chains = stmt.contains("FROM funnel_chains") && !stmt.contains("tenant_");
                 assert!(
-                    stmt.contains("FROM tenant_7_events AS e")
+                    over_chains
+                        || stmt.contains("FROM tenant_7_events AS e")
                         || (name.starts_with("persons_")
                             && stmt.contains("FROM tenant_7_persons AS pp")),
                     "{name}: {stmt}"
