@@ -95,15 +95,19 @@ pub fn tally_funnel_step() -> ScalarUDF {
                 return exec_err!("tally_funnel_step: the first argument is not a list");
             };
             let index = int64s(&index, "index")?;
+            let values = int64s(lists.values(), "list element")?;
+            // Read through the offsets: `ListArray::value` would slice an array per row.
+            let offsets = lists.value_offsets();
             let mut out = Int64Builder::with_capacity(rows);
             for row in 0..rows {
                 let element = (lists.is_valid(row) && index.is_valid(row))
                     .then(|| usize::try_from(index.value(row)).ok())
                     .flatten()
                     .and_then(|i| {
-                        let values = lists.value(row);
-                        let values = values.as_any().downcast_ref::<Int64Array>()?;
-                        (i < values.len() && values.is_valid(i)).then(|| values.value(i))
+                        let start = usize::try_from(offsets[row]).ok()?;
+                        let end = usize::try_from(offsets[row + 1]).ok()?;
+                        let at = start.checked_add(i).filter(|at| *at < end)?;
+                        values.is_valid(at).then(|| values.value(at))
                     });
                 out.append_option(element);
             }
@@ -474,28 +478,32 @@ pub(crate) async fn chains_table(
     tracing::debug!(sql, "running statement");
     let pool = Arc::clone(&session.runtime_env().memory_pool);
     let reservation = MemoryConsumer::new("tally funnel person events").register(&pool);
-    let mut keys: Vec<u32> = Vec::new();
-    let mut events: Vec<(i64, i64)> = Vec::new();
+    // The batches are kept as they arrive (no copy), with each person's event count.
+    let mut batches: Vec<[Int64Array; 3]> = Vec::new();
+    let mut counts: Vec<u32> = Vec::new();
+    let mut rows = 0usize;
     // Events without a distinct id: one person, as `GROUP BY` groups NULLs.
     let mut null_person: Vec<(i64, i64)> = Vec::new();
-    let mut persons = 0usize;
     let df = session.sql(sql).await.map_err(|e| engine.df_error(e))?;
     let mut stream = df.execute_stream().await.map_err(|e| engine.df_error(e))?;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| engine.df_error(e))?;
-        let [key, ts, mask] = [0, 1, 2].map(|i| {
+        let column = |i: usize| {
             batch
                 .columns()
                 .get(i)
                 .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-        });
-        let (Some(key), Some(ts), Some(mask)) = (key, ts, mask) else {
-            return Err(crate::Error::Execution(
-                "funnel person rows: expected three BIGINT columns".into(),
-            ));
+                .cloned()
+                .ok_or_else(|| {
+                    crate::Error::Execution(
+                        "funnel person rows: expected three BIGINT columns".into(),
+                    )
+                })
         };
-        // Each kept event costs a key and a pair now, and a pair in the sorted copy.
-        let bytes = batch.num_rows() * (4 + 2 * std::mem::size_of::<(i64, i64)>());
+        let (key, ts, mask) = (column(0)?, column(1)?, column(2)?);
+        // The batch is held, and each row takes a pair in the grouped copy.
+        let bytes =
+            batch.get_array_memory_size() + batch.num_rows() * std::mem::size_of::<(i64, i64)>();
         reservation
             .try_grow(bytes)
             .map_err(|e| engine.df_error(e))?;
@@ -504,66 +512,128 @@ pub(crate) async fn chains_table(
             if ts.is_null(i) || mask.is_null(i) {
                 continue;
             }
-            let pair = (ts.value(i), mask.value(i));
             if key.is_null(i) {
-                null_person.push(pair);
+                null_person.push((ts.value(i), mask.value(i)));
                 continue;
             }
-            let k = u32::try_from(key.value(i)).map_err(|_| {
-                crate::Error::Execution(format!(
-                    "funnel person rows: person key {} out of range",
-                    key.value(i)
-                ))
-            })?;
-            persons = persons.max(k as usize + 1);
-            keys.push(k);
-            events.push(pair);
+            let k = person_index(key.value(i))?;
+            if k >= counts.len() {
+                counts.resize((k + 1).max(counts.len() * 2), 0);
+            }
+            counts[k] += 1;
+            rows += 1;
         }
+        batches.push([key, ts, mask]);
     }
     // Counting sort by key: offsets[k] .. offsets[k + 1] are person k's events, in
     // the order they arrived.
-    let mut offsets = vec![0usize; persons + 1];
-    for &k in &keys {
-        offsets[k as usize + 1] += 1;
+    let mut offsets = Vec::with_capacity(counts.len() + 1);
+    offsets.push(0usize);
+    for &n in &counts {
+        offsets.push(offsets[offsets.len() - 1] + n as usize);
     }
-    for k in 0..persons {
-        offsets[k + 1] += offsets[k];
-    }
+    drop(counts);
     let mut next = offsets.clone();
-    let mut grouped = vec![(0i64, 0i64); events.len()];
-    for (&k, &pair) in keys.iter().zip(&events) {
-        grouped[next[k as usize]] = pair;
-        next[k as usize] += 1;
-    }
-    drop((keys, events, next));
-    let mut ids = Vec::new();
-    let mut chains = Vec::new();
-    for k in 0..persons {
-        let (lo, hi) = (offsets[k], offsets[k + 1]);
-        if lo == hi {
-            continue;
+    let mut grouped = vec![(0i64, 0i64); rows];
+    for [key, ts, mask] in &batches {
+        for i in 0..key.len() {
+            if ts.is_null(i) || mask.is_null(i) || key.is_null(i) {
+                continue;
+            }
+            let k = person_index(key.value(i))?;
+            grouped[next[k]] = (ts.value(i), mask.value(i));
+            next[k] += 1;
         }
-        ids.push(Some(k as i64));
-        chains.push(best_chain(spec, &mut grouped[lo..hi]).map_err(|e| engine.df_error(e))?);
     }
-    if !null_person.is_empty() {
-        ids.push(None);
-        chains.push(best_chain(spec, &mut null_person).map_err(|e| engine.df_error(e))?);
+    drop((batches, next));
+    // The chain search per person, split over the session's partitions: contiguous
+    // ranges of persons with about equal numbers of events.
+    let parts = session.copied_config().target_partitions().max(1);
+    let persons = offsets.len() - 1;
+    let mut bounds = vec![0usize];
+    for p in 1..parts {
+        let target = rows * p / parts;
+        let at = offsets.partition_point(|&o| o < target).min(persons);
+        bounds.push(at.max(bounds[bounds.len() - 1]));
     }
+    bounds.push(persons);
+    let mut slices: Vec<&mut [(i64, i64)]> = Vec::with_capacity(parts);
+    let mut rest: &mut [(i64, i64)] = &mut grouped;
+    for w in bounds.windows(2) {
+        let (head, tail) = rest.split_at_mut(offsets[w[1]] - offsets[w[0]]);
+        slices.push(head);
+        rest = tail;
+    }
+    let offsets = &offsets;
+    let results: Vec<DfResult<(Vec<Option<i64>>, Vec<Option<Vec<Option<i64>>>>)>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = bounds
+                .windows(2)
+                .zip(slices)
+                .map(|(w, events)| {
+                    let (first, last) = (w[0], w[1]);
+                    scope.spawn(move || {
+                        let base = offsets[first];
+                        let mut ids = Vec::new();
+                        let mut chains = Vec::new();
+                        for k in first..last {
+                            let (lo, hi) = (offsets[k] - base, offsets[k + 1] - base);
+                            if lo == hi {
+                                continue;
+                            }
+                            ids.push(Some(k as i64));
+                            chains.push(best_chain(spec, &mut events[lo..hi])?);
+                        }
+                        Ok((ids, chains))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(DataFusionError::Internal(
+                            "funnel chain search panicked".into(),
+                        ))
+                    })
+                })
+                .collect()
+        });
     drop(grouped);
     let schema = Arc::new(Schema::new(vec![
         Field::new("person_id", DataType::Int64, true),
         Field::new("f", list_of_int64(), true),
     ]));
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        vec![
-            Arc::new(Int64Array::from(ids)),
-            Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(chains)),
-        ],
-    )
-    .map_err(|e| crate::Error::Execution(e.to_string()))?;
-    MemTable::try_new(schema, vec![vec![batch]]).map_err(|e| engine.df_error(e))
+    let batch = |ids: Vec<Option<i64>>, chains: Vec<Option<Vec<Option<i64>>>>| {
+        RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(chains)),
+            ],
+        )
+        .map_err(|e| crate::Error::Execution(e.to_string()))
+    };
+    let mut partitions = Vec::with_capacity(results.len() + 1);
+    for result in results {
+        let (ids, chains) = result.map_err(|e| engine.df_error(e))?;
+        partitions.push(vec![batch(ids, chains)?]);
+    }
+    if !null_person.is_empty() {
+        let chain = best_chain(spec, &mut null_person).map_err(|e| engine.df_error(e))?;
+        partitions.push(vec![batch(vec![None], vec![chain])?]);
+    }
+    MemTable::try_new(schema, partitions).map_err(|e| engine.df_error(e))
+}
+
+/// A person key as an index (keys are dense and non-negative).
+fn person_index(key: i64) -> crate::Result<usize> {
+    usize::try_from(key)
+        .ok()
+        .filter(|k| *k <= u32::MAX as usize)
+        .ok_or_else(|| {
+            crate::Error::Execution(format!("funnel person rows: person key {key} out of range"))
+        })
 }
 
 /// A person's result: `None` when they never entered; otherwise per step the
@@ -1368,6 +1438,47 @@ mod tests {
         assert!(half < held && half >= 8_000, "{half} of {held}");
         acc.evaluate(EmitTo::All).unwrap();
         assert_eq!(acc.size(), empty);
+    }
+
+    #[test]
+    fn step_elements_are_read_through_the_offsets() {
+        let lists = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
+            Some(vec![Some(9), Some(1), Some(2)]),
+            None,
+            Some(vec![Some(0)]),
+            Some(vec![Some(0), None, Some(7)]),
+            Some(vec![Some(0), Some(5)]),
+        ]);
+        // A slice starts at a non-zero offset, as a batch of a larger array does.
+        let lists: ArrayRef = Arc::new(lists.slice(1, 4));
+        let udf = tally_funnel_step();
+        let step = |i: i64| -> Vec<Option<i64>> {
+            let args = datafusion::logical_expr::ScalarFunctionArgs {
+                args: vec![
+                    ColumnarValue::Array(Arc::clone(&lists)),
+                    ColumnarValue::Scalar(ScalarValue::Int64(Some(i))),
+                ],
+                arg_fields: vec![
+                    Arc::new(Field::new("f", list_of_int64(), true)),
+                    Arc::new(Field::new("i", DataType::Int64, true)),
+                ],
+                number_rows: 4,
+                return_field: Arc::new(Field::new("s", DataType::Int64, true)),
+                config_options: Arc::new(Default::default()),
+            };
+            let ColumnarValue::Array(out) = udf.invoke_with_args(args).unwrap() else {
+                panic!("an array in, an array out");
+            };
+            int64s(&out, "out").unwrap().iter().collect()
+        };
+        assert_eq!(step(0), vec![None, Some(0), Some(0), Some(0)]);
+        assert_eq!(
+            step(1),
+            vec![None, None, None, Some(5)],
+            "short list, NULL element"
+        );
+        assert_eq!(step(2), vec![None, None, Some(7), None]);
+        assert_eq!(step(-1), vec![None; 4]);
     }
 
     #[test]
