@@ -565,40 +565,39 @@ pub(crate) async fn chains_table(
         rest = tail;
     }
     let offsets = &offsets;
-    let results: Vec<DfResult<(Vec<Option<i64>>, Vec<Option<Vec<Option<i64>>>>)>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = bounds
-                .windows(2)
-                .zip(slices)
-                .map(|(w, events)| {
-                    let (first, last) = (w[0], w[1]);
-                    scope.spawn(move || {
-                        let base = offsets[first];
-                        let mut ids = Vec::new();
-                        let mut chains = Vec::new();
-                        for k in first..last {
-                            let (lo, hi) = (offsets[k] - base, offsets[k + 1] - base);
-                            if lo == hi {
-                                continue;
-                            }
-                            ids.push(Some(k as i64));
-                            chains.push(best_chain(spec, &mut events[lo..hi])?);
+    let results: Vec<DfResult<PersonChains>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .zip(slices)
+            .map(|(w, events)| {
+                let (first, last) = (w[0], w[1]);
+                scope.spawn(move || {
+                    let base = offsets[first];
+                    let mut ids = Vec::new();
+                    let mut chains = Vec::new();
+                    for k in first..last {
+                        let (lo, hi) = (offsets[k] - base, offsets[k + 1] - base);
+                        if lo == hi {
+                            continue;
                         }
-                        Ok((ids, chains))
-                    })
+                        ids.push(Some(k as i64));
+                        chains.push(best_chain(spec, &mut events[lo..hi])?);
+                    }
+                    Ok((ids, chains))
                 })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(DataFusionError::Internal(
-                            "funnel chain search panicked".into(),
-                        ))
-                    })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(DataFusionError::Internal(
+                        "funnel chain search panicked".into(),
+                    ))
                 })
-                .collect()
-        });
+            })
+            .collect()
+    });
     drop(grouped);
     let schema = Arc::new(Schema::new(vec![
         Field::new("person_id", DataType::Int64, true),
@@ -625,6 +624,9 @@ pub(crate) async fn chains_table(
     }
     MemTable::try_new(schema, partitions).map_err(|e| engine.df_error(e))
 }
+
+/// Person ids and their chains (a `tally_funnel` result each), in one order.
+type PersonChains = (Vec<Option<i64>>, Vec<Option<Vec<Option<i64>>>>);
 
 /// A person key as an index (keys are dense and non-negative).
 fn person_index(key: i64) -> crate::Result<usize> {
