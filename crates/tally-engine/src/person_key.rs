@@ -104,7 +104,9 @@ impl PersonKeyMap {
         long.chain(short)
     }
 
-    /// The key of a mapped id.
+    /// The key of a mapped id (`PersonKeyUdf::keys` inlines this with its
+    /// previous-row checks).
+    #[cfg(test)]
     fn get(&self, id: &str) -> Option<i64> {
         match short_id(id) {
             Some(short) => self.short.get(&short).copied(),
@@ -165,25 +167,41 @@ impl PersonKeyUdf {
         let mut misses: Vec<usize> = Vec::new();
         // Files are sorted by (event, day, distinct_id, ...), so an id often repeats
         // on the next row: comparing with the previous row's id is cheaper than a
-        // hash lookup.
-        let mut previous: Option<(&str, i64)> = None;
+        // hash lookup (and for a short id, one `u128` comparison).
+        let mut previous_short: Option<(u128, i64)> = None;
+        let mut previous_long: Option<(&str, i64)> = None;
         for row in 0..ids.len() {
             if ids.is_null(row) {
                 keys.push(0);
                 continue;
             }
             let id = ids.value(row);
-            if let Some((last, key)) = previous
-                && last == id
-            {
-                keys.push(key);
-                continue;
-            }
-            match self.map.get(id) {
-                Some(key) => {
-                    keys.push(key);
-                    previous = Some((id, key));
+            let found = match short_id(id) {
+                Some(packed) => {
+                    if let Some((last, key)) = previous_short
+                        && last == packed
+                    {
+                        keys.push(key);
+                        continue;
+                    }
+                    let found = self.map.short.get(&packed).copied();
+                    previous_short = found.map(|key| (packed, key));
+                    found
                 }
+                None => {
+                    if let Some((last, key)) = previous_long
+                        && last == id
+                    {
+                        keys.push(key);
+                        continue;
+                    }
+                    let found = self.map.keys.get(id).copied();
+                    previous_long = found.map(|key| (id, key));
+                    found
+                }
+            };
+            match found {
+                Some(key) => keys.push(key),
                 None => {
                     misses.push(row);
                     keys.push(0);
