@@ -19,8 +19,9 @@
 //!
 //! With `--sql FILE` it runs raw SQL statements (separated by `;` at a line end) on a
 //! session holding the tenant's events and identity map under the compiler's names
-//! (`tenant_<id>_events`, `tenant_<id>_person_map`), with the engine's memory limit and
-//! partitions, and prints each one's time and output: `EXPLAIN ANALYZE` of a compiled
+//! (`tenant_<id>_events`, `tenant_<id>_person_map`) and `tally_person_key` over that
+//! map, with the engine's memory limit and partitions, and prints each one's time and
+//! output: `EXPLAIN ANALYZE` of a compiled
 //! statement, or a variant of it, shows where a query's time goes.
 //!
 //! It owns no query semantics (tally-query), SQL (tally-sql) or execution
@@ -416,6 +417,11 @@ async fn run_sql(args: &Args, path: &Path, out: &mut impl Write) -> anyhow::Resu
         DataFusionDialect::person_map_table_name(tenant),
         Arc::new(tally_engine::person_map_table(&pairs)?),
     )?;
+    // Compiled statements that group persons read `tally_person_key`.
+    let keys = tally_engine::person_key::PersonKeyMap::new(
+        pairs.iter().map(|(d, p)| (d.as_str(), p.as_str())),
+    );
+    ctx.register_udf(tally_engine::person_key::PersonKeyUdf::new(Arc::new(keys)).into_udf());
     for statement in statements {
         let started = Instant::now();
         let batches = ctx.sql(&statement).await?.collect().await?;
