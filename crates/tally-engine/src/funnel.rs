@@ -533,21 +533,10 @@ pub(crate) async fn chains_table(
         offsets.push(offsets[offsets.len() - 1] + n as usize);
     }
     drop(counts);
-    let mut next = offsets.clone();
-    let mut grouped = vec![(0i64, 0i64); rows];
-    for [key, ts, mask] in &batches {
-        for i in 0..key.len() {
-            if ts.is_null(i) || mask.is_null(i) || key.is_null(i) {
-                continue;
-            }
-            let k = person_index(key.value(i))?;
-            grouped[next[k]] = (ts.value(i), mask.value(i));
-            next[k] += 1;
-        }
-    }
-    drop((batches, next));
-    // The chain search per person, split over the session's partitions: contiguous
-    // ranges of persons with about equal numbers of events.
+    // The persons split over the session's partitions: contiguous key ranges with
+    // about equal numbers of events. Each thread scatters its persons' events into
+    // its part of the grouped array (the scatter is random writes, so two of them
+    // overlap their cache misses) and then searches their chains.
     let parts = session.copied_config().target_partitions().max(1);
     let persons = offsets.len() - 1;
     let mut bounds = vec![0usize];
@@ -557,6 +546,7 @@ pub(crate) async fn chains_table(
         bounds.push(at.max(bounds[bounds.len() - 1]));
     }
     bounds.push(persons);
+    let mut grouped = vec![(0i64, 0i64); rows];
     let mut slices: Vec<&mut [(i64, i64)]> = Vec::with_capacity(parts);
     let mut rest: &mut [(i64, i64)] = &mut grouped;
     for w in bounds.windows(2) {
@@ -564,7 +554,7 @@ pub(crate) async fn chains_table(
         slices.push(head);
         rest = tail;
     }
-    let offsets = &offsets;
+    let (offsets, held) = (&offsets, &batches);
     let results: Vec<DfResult<PersonChains>> = std::thread::scope(|scope| {
         let handles: Vec<_> = bounds
             .windows(2)
@@ -573,6 +563,27 @@ pub(crate) async fn chains_table(
                 let (first, last) = (w[0], w[1]);
                 scope.spawn(move || {
                     let base = offsets[first];
+                    // Where each of this range's persons' next event goes.
+                    let mut next: Vec<usize> =
+                        offsets[first..last].iter().map(|o| o - base).collect();
+                    for [key, ts, mask] in held {
+                        for i in 0..key.len() {
+                            if ts.is_null(i) || mask.is_null(i) || key.is_null(i) {
+                                continue;
+                            }
+                            // Keys were checked while streaming.
+                            let Some(slot) = usize::try_from(key.value(i))
+                                .ok()
+                                .and_then(|k| k.checked_sub(first))
+                                .and_then(|k| next.get_mut(k))
+                            else {
+                                continue;
+                            };
+                            events[*slot] = (ts.value(i), mask.value(i));
+                            *slot += 1;
+                        }
+                    }
+                    drop(next);
                     let mut ids = Vec::new();
                     let mut chains = Vec::new();
                     for k in first..last {
@@ -598,6 +609,7 @@ pub(crate) async fn chains_table(
             })
             .collect()
     });
+    drop(batches);
     drop(grouped);
     let schema = Arc::new(Schema::new(vec![
         Field::new("person_id", DataType::Int64, true),
