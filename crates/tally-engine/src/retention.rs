@@ -31,9 +31,10 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, ScalarValue, exec_err};
 use datafusion::error::Result as DfResult;
-use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
@@ -49,7 +50,9 @@ use tally_sql::{
     compile_retention,
 };
 
-use crate::{Engine, Result, breakdown_value, compare_keys, int_column, keys_equal, to_sql_keys};
+use crate::{
+    Engine, Error, Result, breakdown_value, compare_keys, int_column, keys_equal, to_sql_keys,
+};
 
 /// The aggregate's name, as the compiler spells it.
 pub const AGGREGATE: &str = "tally_retention";
@@ -764,21 +767,71 @@ struct PeriodSets {
 }
 
 impl PeriodSets {
+    fn new(pool: &Arc<dyn MemoryPool>) -> PeriodSets {
+        PeriodSets {
+            persons: Vec::new(),
+            null_person: [0; 2],
+            reservation: MemoryConsumer::new("tally retention period sets").register(pool),
+        }
+    }
+
+    /// Each partition of the statement folds into its own sets on its own task (the
+    /// fold runs beside the scan that feeds it, with no channel between them); the
+    /// sets are then ORed together. The tasks are aborted if this future is dropped
+    /// (a query timeout).
     async fn read(engine: &Engine, session: &SessionContext, sql: &str) -> Result<PeriodSets> {
         tracing::debug!(sql, "running statement");
         let pool = Arc::clone(&session.runtime_env().memory_pool);
-        let mut sets = PeriodSets {
-            persons: Vec::new(),
-            null_person: [0; 2],
-            reservation: MemoryConsumer::new("tally retention period sets").register(&pool),
-        };
         let df = session.sql(sql).await.map_err(|e| engine.df_error(e))?;
-        let mut stream = df.execute_stream().await.map_err(|e| engine.df_error(e))?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| engine.df_error(e))?;
-            sets.add(&batch).map_err(|e| engine.df_error(e))?;
+        let streams = df
+            .execute_stream_partitioned()
+            .await
+            .map_err(|e| engine.df_error(e))?;
+        let tasks: Vec<SpawnedTask<DfResult<PeriodSets>>> = streams
+            .into_iter()
+            .map(|mut stream| {
+                let pool = Arc::clone(&pool);
+                SpawnedTask::spawn(async move {
+                    let mut sets = PeriodSets::new(&pool);
+                    while let Some(batch) = stream.next().await {
+                        sets.add(&batch?)?;
+                    }
+                    Ok(sets)
+                })
+            })
+            .collect();
+        let mut total = PeriodSets::new(&pool);
+        for task in tasks {
+            let sets = task
+                .join()
+                .await
+                .map_err(|e| Error::Execution(format!("retention fold: {e}")))?
+                .map_err(|e| engine.df_error(e))?;
+            total.absorb(sets).map_err(|e| engine.df_error(e))?;
         }
-        Ok(sets)
+        Ok(total)
+    }
+
+    /// ORs another partition's sets into these.
+    fn absorb(&mut self, other: PeriodSets) -> DfResult<()> {
+        if self.persons.is_empty() {
+            // Take the first partition's array (and its reservation) as it is.
+            let null_person = self.null_person;
+            *self = other;
+            self.null_person[0] |= null_person[0];
+            self.null_person[1] |= null_person[1];
+            return Ok(());
+        }
+        if other.persons.len() > self.persons.len() {
+            self.grow(other.persons.len())?;
+        }
+        for (mine, theirs) in self.persons.iter_mut().zip(&other.persons) {
+            mine[0] |= theirs[0];
+            mine[1] |= theirs[1];
+        }
+        self.null_person[0] |= other.null_person[0];
+        self.null_person[1] |= other.null_person[1];
+        Ok(())
     }
 
     fn add(&mut self, batch: &RecordBatch) -> DfResult<()> {
