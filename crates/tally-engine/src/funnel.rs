@@ -35,10 +35,11 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, ScalarValue, exec_err};
 use datafusion::datasource::MemTable;
 use datafusion::error::Result as DfResult;
-use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, EmitTo, GroupsAccumulator,
@@ -477,53 +478,50 @@ pub(crate) async fn chains_table(
 ) -> crate::Result<MemTable> {
     tracing::debug!(sql, "running statement");
     let pool = Arc::clone(&session.runtime_env().memory_pool);
-    let reservation = MemoryConsumer::new("tally funnel person events").register(&pool);
-    // The batches are kept as they arrive (no copy), with each person's event count.
-    let mut batches: Vec<[Int64Array; 3]> = Vec::new();
-    let mut counts: Vec<u32> = Vec::new();
-    let mut rows = 0usize;
-    // Events without a distinct id: one person, as `GROUP BY` groups NULLs.
-    let mut null_person: Vec<(i64, i64)> = Vec::new();
     let df = session.sql(sql).await.map_err(|e| engine.df_error(e))?;
-    let mut stream = df.execute_stream().await.map_err(|e| engine.df_error(e))?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| engine.df_error(e))?;
-        let column = |i: usize| {
-            batch
-                .columns()
-                .get(i)
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .cloned()
-                .ok_or_else(|| {
-                    crate::Error::Execution(
-                        "funnel person rows: expected three BIGINT columns".into(),
-                    )
-                })
-        };
-        let (key, ts, mask) = (column(0)?, column(1)?, column(2)?);
-        // The batch is held, and each row takes a pair in the grouped copy.
-        let bytes =
-            batch.get_array_memory_size() + batch.num_rows() * std::mem::size_of::<(i64, i64)>();
-        reservation
-            .try_grow(bytes)
+    let streams = df
+        .execute_stream_partitioned()
+        .await
+        .map_err(|e| engine.df_error(e))?;
+    // Each partition is read on its own task, beside the scan that feeds it (aborted
+    // if this future is dropped: a query timeout).
+    let tasks: Vec<SpawnedTask<DfResult<PartitionRows>>> = streams
+        .into_iter()
+        .map(|mut stream| {
+            let pool = Arc::clone(&pool);
+            SpawnedTask::spawn(async move {
+                let mut part = PartitionRows::new(&pool);
+                while let Some(batch) = stream.next().await {
+                    part.add(batch?)?;
+                }
+                Ok(part)
+            })
+        })
+        .collect();
+    let mut parts = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let part = task
+            .join()
+            .await
+            .map_err(|e| crate::Error::Execution(format!("funnel rows: {e}")))?
             .map_err(|e| engine.df_error(e))?;
-        for i in 0..batch.num_rows() {
-            // As the aggregate: rows without a timestamp or mask are skipped.
-            if ts.is_null(i) || mask.is_null(i) {
-                continue;
-            }
-            if key.is_null(i) {
-                null_person.push((ts.value(i), mask.value(i)));
-                continue;
-            }
-            let k = person_index(key.value(i))?;
-            if k >= counts.len() {
-                counts.resize((k + 1).max(counts.len() * 2), 0);
-            }
-            counts[k] += 1;
-            rows += 1;
+        parts.push(part);
+    }
+    // Per person, the events of all partitions.
+    let persons = parts.iter().map(|p| p.counts.len()).max().unwrap_or(0);
+    let mut counts = vec![0u32; persons];
+    let mut rows = 0usize;
+    let mut null_person: Vec<(i64, i64)> = Vec::new();
+    let mut batches: Vec<[Int64Array; 3]> = Vec::new();
+    let mut reservations = Vec::with_capacity(parts.len());
+    for part in parts {
+        for (total, n) in counts.iter_mut().zip(&part.counts) {
+            *total += n;
         }
-        batches.push([key, ts, mask]);
+        rows += part.rows;
+        null_person.extend(part.null_person);
+        batches.extend(part.batches);
+        reservations.push(part.reservation);
     }
     // Counting sort by key: offsets[k] .. offsets[k + 1] are person k's events, in
     // the order they arrived.
@@ -637,16 +635,77 @@ pub(crate) async fn chains_table(
     MemTable::try_new(schema, partitions).map_err(|e| engine.df_error(e))
 }
 
+/// One partition's person rows as [`chains_table`] reads them: the batches as they
+/// arrived (no copy) and each person's event count.
+struct PartitionRows {
+    batches: Vec<[Int64Array; 3]>,
+    counts: Vec<u32>,
+    rows: usize,
+    /// Events without a distinct id: one person, as `GROUP BY` groups NULLs.
+    null_person: Vec<(i64, i64)>,
+    /// The batches, and a pair per row in the grouped copy.
+    reservation: MemoryReservation,
+}
+
+impl PartitionRows {
+    fn new(pool: &Arc<dyn MemoryPool>) -> Self {
+        PartitionRows {
+            batches: Vec::new(),
+            counts: Vec::new(),
+            rows: 0,
+            null_person: Vec::new(),
+            reservation: MemoryConsumer::new("tally funnel person events").register(pool),
+        }
+    }
+
+    fn add(&mut self, batch: RecordBatch) -> DfResult<()> {
+        let column = |i: usize| {
+            batch
+                .columns()
+                .get(i)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .cloned()
+                .ok_or_else(|| {
+                    DataFusionError::Internal(
+                        "funnel person rows: expected three BIGINT columns".into(),
+                    )
+                })
+        };
+        let (key, ts, mask) = (column(0)?, column(1)?, column(2)?);
+        self.reservation.try_grow(
+            batch.get_array_memory_size() + batch.num_rows() * std::mem::size_of::<(i64, i64)>(),
+        )?;
+        for i in 0..batch.num_rows() {
+            // As the aggregate: rows without a timestamp or mask are skipped.
+            if ts.is_null(i) || mask.is_null(i) {
+                continue;
+            }
+            if key.is_null(i) {
+                self.null_person.push((ts.value(i), mask.value(i)));
+                continue;
+            }
+            let k = person_index(key.value(i))?;
+            if k >= self.counts.len() {
+                self.counts.resize((k + 1).max(self.counts.len() * 2), 0);
+            }
+            self.counts[k] += 1;
+            self.rows += 1;
+        }
+        self.batches.push([key, ts, mask]);
+        Ok(())
+    }
+}
+
 /// Person ids and their chains (a `tally_funnel` result each), in one order.
 type PersonChains = (Vec<Option<i64>>, Vec<Option<Vec<Option<i64>>>>);
 
 /// A person key as an index (keys are dense and non-negative).
-fn person_index(key: i64) -> crate::Result<usize> {
+fn person_index(key: i64) -> DfResult<usize> {
     usize::try_from(key)
         .ok()
         .filter(|k| *k <= u32::MAX as usize)
         .ok_or_else(|| {
-            crate::Error::Execution(format!("funnel person rows: person key {key} out of range"))
+            DataFusionError::Internal(format!("funnel person rows: person key {key} out of range"))
         })
 }
 
