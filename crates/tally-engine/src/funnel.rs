@@ -35,7 +35,6 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, ScalarValue, exec_err};
 use datafusion::datasource::MemTable;
 use datafusion::error::Result as DfResult;
@@ -46,7 +45,6 @@ use datafusion::logical_expr::{
     ScalarUDF, Signature, Volatility, create_udf,
 };
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
 use tally_query::FunnelOrder;
 use tally_sql::FunnelSpec;
 use tally_sql::funnel::{ENTRY_BIT, EXCLUSION_SHIFT, STEP_BIT};
@@ -476,37 +474,11 @@ pub(crate) async fn chains_table(
     sql: &str,
     spec: &FunnelSpec,
 ) -> crate::Result<MemTable> {
-    tracing::debug!(sql, "running statement");
-    let pool = Arc::clone(&session.runtime_env().memory_pool);
-    let df = session.sql(sql).await.map_err(|e| engine.df_error(e))?;
-    let streams = df
-        .execute_stream_partitioned()
-        .await
-        .map_err(|e| engine.df_error(e))?;
-    // Each partition is read on its own task, beside the scan that feeds it (aborted
-    // if this future is dropped: a query timeout).
-    let tasks: Vec<SpawnedTask<DfResult<PartitionRows>>> = streams
-        .into_iter()
-        .map(|mut stream| {
-            let pool = Arc::clone(&pool);
-            SpawnedTask::spawn(async move {
-                let mut part = PartitionRows::new(&pool);
-                while let Some(batch) = stream.next().await {
-                    part.add(batch?)?;
-                }
-                Ok(part)
-            })
+    let parts = engine
+        .fold_partitions(session, sql, PartitionRows::new, |part, batch| {
+            part.add(batch)
         })
-        .collect();
-    let mut parts = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        let part = task
-            .join()
-            .await
-            .map_err(|e| crate::Error::Execution(format!("funnel rows: {e}")))?
-            .map_err(|e| engine.df_error(e))?;
-        parts.push(part);
-    }
+        .await?;
     // Per person, the events of all partitions.
     let persons = parts.iter().map(|p| p.counts.len()).max().unwrap_or(0);
     let mut counts = vec![0u32; persons];

@@ -34,11 +34,14 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::runtime::SpawnedTask;
 use datafusion::datasource::MemTable;
 use datafusion::execution::cache::cache_manager::{CacheManagerConfig, FileMetadataCache};
 use datafusion::execution::cache::default_cache::DefaultCache;
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tally_core::{Classify, ErrorClass, TenantId};
@@ -770,6 +773,59 @@ impl Engine {
         tracing::debug!(sql, "running statement");
         let df = session.sql(sql).await.map_err(|e| self.df_error(e))?;
         df.collect().await.map_err(|e| self.df_error(e))
+    }
+
+    /// Runs `sql` and folds each partition of its output into its own state on its
+    /// own task, beside the scan that feeds it (no channel between them), returning
+    /// the states in partition order. `start` makes a partition's empty state (its
+    /// memory goes through the query's pool). The tasks are aborted if this future is
+    /// dropped (a query timeout).
+    async fn fold_partitions<T, Start, Fold>(
+        &self,
+        session: &SessionContext,
+        sql: &str,
+        start: Start,
+        fold: Fold,
+    ) -> Result<Vec<T>>
+    where
+        T: Send + 'static,
+        Start: Fn(&Arc<dyn MemoryPool>) -> T + Send + Sync + Clone + 'static,
+        Fold: Fn(&mut T, RecordBatch) -> datafusion::error::Result<()>
+            + Send
+            + Sync
+            + Clone
+            + 'static,
+    {
+        tracing::debug!(sql, "running statement");
+        let pool = Arc::clone(&session.runtime_env().memory_pool);
+        let df = session.sql(sql).await.map_err(|e| self.df_error(e))?;
+        let streams = df
+            .execute_stream_partitioned()
+            .await
+            .map_err(|e| self.df_error(e))?;
+        let tasks: Vec<SpawnedTask<datafusion::error::Result<T>>> = streams
+            .into_iter()
+            .map(|mut stream| {
+                let (pool, start, fold) = (Arc::clone(&pool), start.clone(), fold.clone());
+                SpawnedTask::spawn(async move {
+                    let mut state = start(&pool);
+                    while let Some(batch) = stream.next().await {
+                        fold(&mut state, batch?)?;
+                    }
+                    Ok(state)
+                })
+            })
+            .collect();
+        let mut states = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let state = task
+                .join()
+                .await
+                .map_err(|e| Error::Execution(format!("partition task: {e}")))?
+                .map_err(|e| self.df_error(e))?;
+            states.push(state);
+        }
+        Ok(states)
     }
 
     fn df_error(&self, e: datafusion::error::DataFusionError) -> Error {

@@ -31,7 +31,6 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::{DataFusionError, ScalarValue, exec_err};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
@@ -40,7 +39,6 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
-use futures::StreamExt;
 use serde_json::Value;
 use tally_query::retention::{RetentionBreakdownRow, RetentionCohort};
 use tally_query::{BreakdownValue, RetentionQuery, RetentionResult, Scope};
@@ -50,9 +48,7 @@ use tally_sql::{
     compile_retention,
 };
 
-use crate::{
-    Engine, Error, Result, breakdown_value, compare_keys, int_column, keys_equal, to_sql_keys,
-};
+use crate::{Engine, Result, breakdown_value, compare_keys, int_column, keys_equal, to_sql_keys};
 
 /// The aggregate's name, as the compiler spells it.
 pub const AGGREGATE: &str = "tally_retention";
@@ -775,38 +771,17 @@ impl PeriodSets {
         }
     }
 
-    /// Each partition of the statement folds into its own sets on its own task (the
-    /// fold runs beside the scan that feeds it, with no channel between them); the
-    /// sets are then ORed together. The tasks are aborted if this future is dropped
-    /// (a query timeout).
+    /// Each partition of the statement folds into its own sets
+    /// ([`Engine::fold_partitions`]); the sets are then ORed together.
     async fn read(engine: &Engine, session: &SessionContext, sql: &str) -> Result<PeriodSets> {
-        tracing::debug!(sql, "running statement");
-        let pool = Arc::clone(&session.runtime_env().memory_pool);
-        let df = session.sql(sql).await.map_err(|e| engine.df_error(e))?;
-        let streams = df
-            .execute_stream_partitioned()
-            .await
-            .map_err(|e| engine.df_error(e))?;
-        let tasks: Vec<SpawnedTask<DfResult<PeriodSets>>> = streams
-            .into_iter()
-            .map(|mut stream| {
-                let pool = Arc::clone(&pool);
-                SpawnedTask::spawn(async move {
-                    let mut sets = PeriodSets::new(&pool);
-                    while let Some(batch) = stream.next().await {
-                        sets.add(&batch?)?;
-                    }
-                    Ok(sets)
-                })
+        let parts = engine
+            .fold_partitions(session, sql, PeriodSets::new, |sets, batch| {
+                sets.add(&batch)
             })
-            .collect();
+            .await?;
+        let pool = Arc::clone(&session.runtime_env().memory_pool);
         let mut total = PeriodSets::new(&pool);
-        for task in tasks {
-            let sets = task
-                .join()
-                .await
-                .map_err(|e| Error::Execution(format!("retention fold: {e}")))?
-                .map_err(|e| engine.df_error(e))?;
+        for sets in parts {
             total.absorb(sets).map_err(|e| engine.df_error(e))?;
         }
         Ok(total)
