@@ -12,7 +12,7 @@ use tally_query::{
     PropertySource, Window,
 };
 
-use crate::trends::{close, consistent_identities, engine_for};
+use crate::trends::{close, consistent_identities, engine_for, runtime};
 
 fn uses_unsupported_source(q: &FunnelQuery) -> bool {
     let bad = |f: &Filter| {
@@ -116,11 +116,7 @@ fn sharpen(q: &mut FunnelQuery, knobs: u8) {
 fn funnel_steps_match_the_reference() {
     let cfg = GenConfig::default();
     let ctx = cfg.context();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut runner = TestRunner::new(Config {
         cases: 300,
         failure_persistence: None,
@@ -256,11 +252,7 @@ fn same_view(e: &FunnelResult, r: &FunnelResult) -> Result<(), String> {
 fn funnel_views_match_the_reference() {
     let cfg = GenConfig::default();
     let ctx = cfg.context();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut runner = TestRunner::new(Config {
         cases: 240,
         failure_persistence: None,

@@ -20,15 +20,7 @@ use tally_query::{
 };
 use tally_store::{EmbeddedStore, StoreConfig};
 
-use crate::trends::{consistent_identities, engine_for, engine_with_store};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use crate::trends::{consistent_identities, engine_for, engine_with_store, runtime};
 
 fn no_group(f: &Filter) -> bool {
     f.predicates()

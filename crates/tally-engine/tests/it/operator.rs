@@ -15,7 +15,7 @@ use tally_query::{
 };
 
 use crate::retention::assert_same as same_retention;
-use crate::trends::{close, consistent_identities, engine_for};
+use crate::trends::{close, consistent_identities, engine_for, runtime};
 
 fn tenants(ctx: &RefContext) -> Vec<TenantInfo> {
     ctx.tenants
@@ -192,14 +192,6 @@ fn same_funnel(e: &FunnelResult, r: &FunnelResult) -> Result<(), String> {
     } else {
         Err(format!("engine {x:#?}\nreference {y:#?}"))
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn runner(cases: u32) -> TestRunner {

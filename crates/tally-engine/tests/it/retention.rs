@@ -15,7 +15,7 @@ use tally_query::{
     RetentionResult,
 };
 
-use crate::trends::{close, consistent_identities, engine_for};
+use crate::trends::{close, consistent_identities, engine_for, runtime};
 
 fn uses_unsupported_source(q: &RetentionQuery) -> bool {
     let bad = |f: &Filter| {
@@ -122,11 +122,7 @@ fn retention_matches_the_reference() {
         max_events_per_person: 12,
         ..GenConfig::default()
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut runner = TestRunner::new(Config {
         cases: 200,
         failure_persistence: None,

@@ -50,6 +50,16 @@ fn uses_unsupported_source(q: &TrendsQuery) -> bool {
             .is_some_and(|b| b.properties.iter().any(|p| p.source == PropertySource::Group))
 }
 
+/// The runtime the property tests drive the engine on: two workers, as the
+/// server's default partitions.
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 pub(crate) async fn engine_for(events: &[RefEvent], flush: bool, dir: &std::path::Path) -> Engine {
     engine_with_store(events, flush, StoreConfig::new(dir)).await
 }
@@ -187,11 +197,7 @@ fn assert_same(engine: &TrendsResult, reference: &TrendsResult) -> Result<(), St
 fn trends_match_the_reference() {
     let cfg = GenConfig::default();
     let ctx = cfg.context();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut runner = TestRunner::new(Config {
         cases: 100,
         failure_persistence: None,
@@ -373,11 +379,7 @@ fn grouped_query(cfg: &GenConfig) -> impl Strategy<Value = TrendsQuery> {
 fn grouped_breakdowns_match_the_reference_and_the_statements() {
     let cfg = GenConfig::default();
     let ctx = cfg.context();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     // Cases that had an "other" row and a previous period: the generator must reach
     // them for the comparison to mean anything.
     let with_other = std::sync::atomic::AtomicUsize::new(0);
