@@ -428,10 +428,13 @@ async fn run_sql(args: &Args, path: &Path, out: &mut impl Write) -> anyhow::Resu
         DataFusionDialect::person_map_table_name(tenant),
         Arc::new(tally_engine::person_map_table(&pairs)?),
     )?;
-    // Compiled statements that group persons read `tally_person_key`.
-    let keys = tally_engine::person_key::PersonKeyMap::new(
+    // Compiled statements that group persons read `tally_person_key` (registered
+    // after the events table, so its keys cover every number of the snapshot).
+    let map = tally_engine::person_key::PersonKeyMap::new(
         pairs.iter().map(|(d, p)| (d.as_str(), p.as_str())),
     );
+    let mut keys = tally_engine::person_key::NumberedPersonKeys::default();
+    keys.extend(&map, &store.distinct_ids(tenant, 0));
     ctx.register_udf(tally_engine::person_key::PersonKeyUdf::new(Arc::new(keys)).into_udf());
     for statement in statements {
         let started = Instant::now();

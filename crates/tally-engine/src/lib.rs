@@ -108,7 +108,7 @@ impl Classify for Error {
 /// Where the engine reads identity merges and persons from (defined in tally-core so
 /// that the metadata store implements it without depending on DataFusion).
 pub use operator::TenantInfo;
-use person_key::{PersonKeyMap, PersonKeyUdf};
+use person_key::{NumberedPersonKeys, PersonKeyMap, PersonKeyUdf};
 pub use tally_core::{IdentitySource, PersonRecord};
 
 /// Limits applied to every query.
@@ -171,6 +171,9 @@ pub struct Engine {
     identities: Arc<dyn IdentitySource>,
     config: EngineConfig,
     person_maps: Mutex<HashMap<TenantId, (u64, IdentityMap)>>,
+    /// Per tenant, the person key of each distinct-id number under the identity map
+    /// it was built from (the `Arc` the person-map cache hands out for a version).
+    numbered_keys: Mutex<HashMap<TenantId, (Arc<PersonKeyMap>, Arc<NumberedPersonKeys>)>>,
     /// Per tenant, the persons relation and records of the latest persons version.
     persons: Arc<persons::PersonsCache>,
     /// See [`Engine::with_trends_grouped_row_limit`].
@@ -195,6 +198,7 @@ impl Engine {
             identities,
             config,
             person_maps: Mutex::new(HashMap::new()),
+            numbered_keys: Mutex::new(HashMap::new()),
             trends_grouped_row_limit: trends::DEFAULT_TRENDS_GROUPED_ROW_LIMIT,
             file_metadata_cache,
         }
@@ -672,7 +676,9 @@ impl Engine {
         let map = self.person_map(tenant).await?;
         ctx.register_table(DataFusionDialect::person_map_table_name(tenant), map.table)
             .map_err(|e| Error::Execution(e.to_string()))?;
-        ctx.register_udf(PersonKeyUdf::new(map.keys).into_udf());
+        // After the events table: its snapshot's numbers are all keyed.
+        let keys = self.numbered_person_keys(tenant, &map.keys);
+        ctx.register_udf(PersonKeyUdf::new(keys).into_udf());
         ctx.register_table(
             DataFusionDialect::persons_table_name(tenant),
             Arc::new(persons::LazyPersonsTable::new(self.persons.clone(), tenant)),
@@ -739,6 +745,29 @@ impl Engine {
             .lock()
             .insert(tenant, (version, map.clone()));
         Ok(map)
+    }
+
+    /// The person key of each of the tenant's distinct-id numbers under `map`: cached
+    /// while the map is the same, extended by the ids numbered since. Call after
+    /// taking the snapshot whose numbers the keys must cover.
+    pub(crate) fn numbered_person_keys(
+        &self,
+        tenant: TenantId,
+        map: &Arc<PersonKeyMap>,
+    ) -> Arc<NumberedPersonKeys> {
+        let mut cache = self.numbered_keys.lock();
+        let entry = cache
+            .entry(tenant)
+            .or_insert_with(|| (map.clone(), Arc::default()));
+        if !Arc::ptr_eq(&entry.0, map) {
+            *entry = (map.clone(), Arc::default());
+        }
+        let new_ids = self.store.distinct_ids(tenant, entry.1.len() as u32);
+        if !new_ids.is_empty() {
+            // Copies only if a running query still holds the previous keys.
+            Arc::make_mut(&mut entry.1).extend(map, &new_ids);
+        }
+        entry.1.clone()
     }
 
     /// The tenant's materialised keys and their typed columns, from the table schema

@@ -42,7 +42,7 @@ use tally_query::{
 };
 use tally_sql::{DataFusionDialect, Dialect, KeyColumns, PropertyCatalog};
 
-use crate::person_key::{PersonKeyMap, PersonKeyUdf};
+use crate::person_key::{NumberedPersonKeys, PersonKeyUdf};
 use tally_store::{PropertyType, parse_property_column};
 
 use crate::{Engine, Error, Result};
@@ -344,7 +344,8 @@ impl Engine {
             session
                 .register_table(format!("operator_{}_person_map", t.id.0), map.table)
                 .map_err(df)?;
-            person_keys.push((qualified(t.id, ""), map.keys));
+            // After the tenant's events table: its snapshot's numbers are all keyed.
+            person_keys.push(self.numbered_person_keys(t.id, &map.keys));
             session
                 .register_table(
                     format!("operator_{}_persons", t.id.0),
@@ -357,15 +358,27 @@ impl Engine {
             per_tenant.push((*t, name, own, materialized));
         }
 
+        // Person keys over every selected tenant's distinct-id numbers, each tenant's
+        // numbers shifted past the previous tenants' (the view below shifts them
+        // alike), so that no two tenants share a person.
+        let (keys, number_offsets) =
+            NumberedPersonKeys::concat(person_keys.iter().map(|k| k.as_ref()));
+        session.register_udf(PersonKeyUdf::new(Arc::new(keys)).into_udf());
+
         // The events view: base columns, every typed column, the tenant columns.
         let typed = |key: &str, ty: &str| format!("prop:{ty}:{key}");
         let mut branches = Vec::new();
-        for (t, table, own, materialized) in &per_tenant {
+        for ((t, table, own, materialized), number_offset) in per_tenant.iter().zip(&number_offsets)
+        {
             let prefix = lit(&qualified(t.id, ""));
             let mut cols = vec![
                 format!("e.{0} AS {0}", id("uuid")),
                 format!("e.{0} AS {0}", id("event")),
                 format!("concat({prefix}, e.{0}) AS {0}", id("distinct_id")),
+                format!(
+                    "CAST(e.{0} AS BIGINT) + CAST({number_offset} AS BIGINT) AS {0}",
+                    id("distinct_id_number")
+                ),
                 format!("e.{0} AS {0}", id("timestamp")),
                 format!("e.{0} AS {0}", id("properties")),
             ];
@@ -443,6 +456,10 @@ impl Engine {
                 .map(|c| format!("e.{0} AS {0}", id(c)))
                 .collect();
             cols.push(format!(
+                "CAST(NULL AS BIGINT) AS {}",
+                id("distinct_id_number")
+            ));
+            cols.push(format!(
                 "CAST(NULL AS DOUBLE) AS {}",
                 id(&typed(TENANT_ID_KEY, "num"))
             ));
@@ -504,14 +521,6 @@ impl Engine {
             &map_sql,
         )
         .await?;
-        // Person keys over the qualified ids of every selected tenant (the views'
-        // distinct and person ids carry the same prefixes).
-        let merged = PersonKeyMap::qualified(
-            person_keys
-                .iter()
-                .map(|(prefix, keys)| (prefix.as_str(), keys.as_ref())),
-        );
-        session.register_udf(PersonKeyUdf::new(Arc::new(merged)).into_udf());
         let persons_sql = union(
             "persons",
             &|prefix| {

@@ -108,13 +108,15 @@ pub trait Dialect {
     /// The name of Tally's retention aggregate (contract in `docs/QUERY-ENGINE.md`).
     fn retention_function(&self) -> &'static str;
 
-    /// A BIGINT computed from the distinct id alone that is equal for two events
-    /// exactly when their persons (`coalesce(map.person_id, distinct_id)`) are, for
-    /// statements that only group or compare persons; `None` when the dialect has no
-    /// such function (then those statements use the person itself, through the
-    /// identity-map join). The keys of one statement are small and dense (numbered
-    /// from 0), so the engine may index arrays by them.
-    fn person_key(&self, _distinct_id: &str) -> Option<String> {
+    /// A BIGINT computed from the distinct id's number (the events relation's
+    /// `distinct_id_number`, which the store gives each of a tenant's distinct ids)
+    /// that is equal for two events exactly when their persons
+    /// (`coalesce(map.person_id, distinct_id)`) are, for statements that only group
+    /// or compare persons; `None` when the dialect has no such function (then those
+    /// statements use the person itself, through the identity-map join). The keys of
+    /// one statement are small and dense (numbered from 0), so the engine may index
+    /// arrays by them.
+    fn person_key(&self, _distinct_id_number: &str) -> Option<String> {
         None
     }
 }
@@ -251,9 +253,9 @@ impl Dialect for DataFusionDialect {
         // Folded to a literal before the scan, so the store prunes files by it.
         format!("to_timestamp_micros({micros})")
     }
-    fn person_key(&self, distinct_id: &str) -> Option<String> {
+    fn person_key(&self, distinct_id_number: &str) -> Option<String> {
         // Implemented by the engine (`tally_engine::person_key`) per query session.
-        Some(format!("tally_person_key({distinct_id})"))
+        Some(format!("tally_person_key({distinct_id_number})"))
     }
     fn funnel_aggregate(&self) -> Option<&'static str> {
         Some("tally_funnel")

@@ -133,11 +133,11 @@ impl<'a> Scoped<'a> {
     }
 
     /// What grouping or comparing persons needs: equal for two events exactly when
-    /// [`Scoped::person`] is. Where the dialect computes it from the distinct id
-    /// ([`Dialect::person_key`]) the statement needs no identity-map join for it;
-    /// otherwise it is the person (and marks the statement as reading the map).
+    /// [`Scoped::person`] is. Where the dialect computes it from the distinct id's
+    /// number ([`Dialect::person_key`]) the statement needs no identity-map join for
+    /// it; otherwise it is the person (and marks the statement as reading the map).
     pub fn person_key(&self) -> String {
-        match self.dialect.person_key(&self.col("e", "distinct_id")) {
+        match self.dialect.person_key(&self.distinct_id_number()) {
             Some(key) => key,
             None => self.person(),
         }
@@ -147,8 +147,14 @@ impl<'a> Scoped<'a> {
     /// person string through the identity map).
     pub fn person_key_is_integer(&self) -> bool {
         self.dialect
-            .person_key(&self.col("e", "distinct_id"))
+            .person_key(&self.distinct_id_number())
             .is_some()
+    }
+
+    /// The event's distinct-id number: the store numbers each tenant's distinct ids
+    /// (the events relation's `distinct_id_number` column).
+    fn distinct_id_number(&self) -> String {
+        self.col("e", "distinct_id_number")
     }
 
     /// `e.timestamp` within `[start, end)`, written on the raw column so that the

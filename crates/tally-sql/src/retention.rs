@@ -546,7 +546,10 @@ mod tests {
             sql.starts_with("SELECT person_id AS person_key, period, mask FROM"),
             "{sql}"
         );
-        assert!(sql.contains("tally_person_key(e.\"distinct_id\")"), "{sql}");
+        assert!(
+            sql.contains("tally_person_key(e.\"distinct_id_number\")"),
+            "{sql}"
+        );
         // L = 62 is the last that fits (period 62 is bit 63).
         for (periods, fits) in [(3, true), (33, true), (34, false)] {
             let q = with(30, periods, "");

@@ -470,7 +470,7 @@ impl TrendsPlan<'_> {
         let d = self.dialect;
         let double = d.double_type();
         let suffix = d.statement_suffix();
-        if d.person_key("e.distinct_id").is_none() {
+        if d.person_key("e.distinct_id_number").is_none() {
             return format!(
                 "SELECT bucket_index, row_index, CAST(COUNT(DISTINCT person_id) AS {double}) AS metric \
                  FROM ({inner}) t GROUP BY bucket_index, row_index{suffix}"
@@ -617,7 +617,7 @@ mod tests {
             let q = query(math, "day", DST_WEEK);
             for stmt in statements(&q, "UTC") {
                 assert!(
-                    stmt.contains(r#"tally_person_key(e."distinct_id")"#),
+                    stmt.contains(r#"tally_person_key(e."distinct_id_number")"#),
                     "{math}: {stmt}"
                 );
                 assert!(!stmt.contains("person_map"), "{math}: {stmt}");

@@ -25,11 +25,17 @@ pub(crate) struct TailEvent {
     /// The event's properties as compact JSON, when the caller had serialised them
     /// already (the ingest pipeline's log record); otherwise serialised at conversion.
     pub properties_json: Option<String>,
+    /// The distinct id's number, assigned by `apply`.
+    pub distinct_id_number: u32,
 }
 
 impl TailEvent {
-    fn as_row(&self) -> (&Event, Option<&str>) {
-        (&self.event, self.properties_json.as_deref())
+    fn as_row(&self) -> (&Event, Option<&str>, u32) {
+        (
+            &self.event,
+            self.properties_json.as_deref(),
+            self.distinct_id_number,
+        )
     }
 }
 
@@ -91,6 +97,7 @@ impl WriteBuffer {
         partition: PartitionStart,
         event: Event,
         properties_json: Option<String>,
+        distinct_id_number: u32,
         catalog: &PropertyCatalog,
     ) {
         self.bytes += event.approx_size();
@@ -99,6 +106,7 @@ impl WriteBuffer {
         group.tail.push(TailEvent {
             event,
             properties_json,
+            distinct_id_number,
         });
         group.rows += 1;
         if group.tail.len() >= SEAL_ROWS {
@@ -155,7 +163,7 @@ mod tests {
                 person_set: Properties::new(),
                 person_set_once: Properties::new(),
             };
-            buffer.push(TenantId(1), PartitionStart(0), e, None, &catalog);
+            buffer.push(TenantId(1), PartitionStart(0), e, None, 0, &catalog);
         }
         let (_, group) = buffer.tenant_groups(TenantId(1)).next().unwrap();
         assert_eq!(group.sealed.len(), 2);

@@ -121,6 +121,57 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    /// Rewrites the files written before distinct ids were numbered (those without a
+    /// `distinct_id_number` column), so that every published row has a number. Runs
+    /// once, from `open`, on a store an older Tally wrote; each partition's old files
+    /// are merged as a compaction at their highest level.
+    pub(crate) async fn number_old_files(&self) -> Result<()> {
+        let jobs: Vec<Job> = {
+            let state = self.inner.state.read();
+            state
+                .live
+                .iter()
+                .filter_map(|(key, files)| {
+                    let old: Vec<Arc<LiveFile>> = files
+                        .iter()
+                        .filter(|f| f.meta.distinct_id_numbers.is_none())
+                        .cloned()
+                        .collect();
+                    let output_level = old.iter().map(|f| f.meta.level).max()?;
+                    Some(Job {
+                        key: *key,
+                        inputs: old,
+                        output_level,
+                    })
+                })
+                .collect()
+        };
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let _publish = self.inner.publish_lock.lock().await;
+        let started = Instant::now();
+        let partitions = jobs.len();
+        tracing::info!(
+            partitions,
+            "numbering the distinct ids of files written by an older version"
+        );
+        for job in jobs {
+            let inner = self.inner.clone();
+            let handle = tokio::runtime::Handle::current();
+            blocking(move || handle.block_on(inner.run_job(job))).await?;
+        }
+        self.inner.reap_obsolete();
+        tracing::info!(
+            partitions,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "numbered the distinct ids of older files"
+        );
+        Ok(())
+    }
+}
+
 impl Inner {
     fn plan_compaction(&self, now: i64) -> Vec<Job> {
         let config = &self.config;
@@ -220,7 +271,8 @@ impl Inner {
                     .collect();
                 let kept = filter_record_batch(&batch, &keep)?;
                 duplicates += (batch.num_rows() - kept.num_rows()) as u64;
-                writer.write(&adapt_batch(&kept, &schema)?)?;
+                let kept = self.number_distinct_ids(tenant, adapt_batch(&kept, &schema)?)?;
+                writer.write(&kept)?;
             }
             Ok(())
         }

@@ -8,7 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray, UInt32Array};
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
@@ -72,6 +72,8 @@ struct Ranges {
     max_timestamp: i64,
     min_received_at: i64,
     max_received_at: i64,
+    /// One more than the highest distinct-id number.
+    distinct_id_numbers: u32,
 }
 
 impl Ranges {
@@ -82,6 +84,7 @@ impl Ranges {
             max_timestamp: i64::MIN,
             min_received_at: i64::MAX,
             max_received_at: i64::MIN,
+            distinct_id_numbers: 0,
         }
     }
 
@@ -101,6 +104,18 @@ impl Ranges {
         if let Some((lo, hi)) = min_max(batch, columns::RECEIVED_AT)? {
             self.min_received_at = self.min_received_at.min(lo);
             self.max_received_at = self.max_received_at.max(hi);
+        }
+        // Every file the store writes numbers every row (compaction fills in rows
+        // from files that predate numbering before writing them).
+        let numbers = batch
+            .column_by_name(columns::DISTINCT_ID_NUMBER)
+            .and_then(|c| c.as_any().downcast_ref::<UInt32Array>())
+            .filter(|c| c.null_count() == 0)
+            .ok_or_else(|| {
+                Error::unexpected("file write", "distinct_id_number is missing or has nulls")
+            })?;
+        if let Some(max) = arrow::compute::max(numbers) {
+            self.distinct_id_numbers = self.distinct_id_numbers.max(max + 1);
         }
         Ok(())
     }
@@ -140,6 +155,7 @@ impl FileWriter {
             max_received_at: 0,
             property_columns: property_columns_of(&schema),
             created_at: tally_core::time::now_micros(),
+            distinct_id_numbers: None,
         };
         let path = root.join(meta.relative_path(granularity));
         let tmp = tmp_path(&path);
@@ -194,6 +210,7 @@ impl FileWriter {
         meta.max_timestamp = ranges.max_timestamp;
         meta.min_received_at = ranges.min_received_at;
         meta.max_received_at = ranges.max_received_at;
+        meta.distinct_id_numbers = Some(ranges.distinct_id_numbers);
         Ok(meta)
     }
 
@@ -386,7 +403,7 @@ mod tests {
             })
             .collect();
         let batch = events_to_batch(
-            events.iter().map(|e| (e, None)),
+            events.iter().map(|e| (e, None, 0)),
             &PropertyCatalog::default(),
         )
         .unwrap();

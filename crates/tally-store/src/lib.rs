@@ -29,6 +29,7 @@ pub mod config;
 #[cfg(test)]
 mod crash_tests;
 mod dedup;
+mod distinct_ids;
 pub mod error;
 mod files;
 mod manifest;
@@ -39,6 +40,7 @@ mod store;
 pub use background::BackgroundHandle;
 pub use compaction::CompactionReport;
 pub use config::{Codec, PartitionGranularity, PartitionStart, StoreConfig};
+pub use distinct_ids::DistinctIdRange;
 pub use error::{Error, Result};
 pub use manifest::{FileMeta, Manifest};
 pub use query::{EVENTS_TABLE, EventsTable};

@@ -49,6 +49,11 @@ pub struct FileMeta {
     pub property_columns: Vec<String>,
     /// When the file was written (UTC microseconds).
     pub created_at: i64,
+    /// One more than the highest distinct-id number in the file (0 when empty);
+    /// `None` for a file written before distinct ids were numbered, whose
+    /// `distinct_id_number` column is missing (`EmbeddedStore::open` rewrites those).
+    #[serde(default)]
+    pub distinct_id_numbers: Option<u32>,
 }
 
 impl FileMeta {
@@ -221,6 +226,7 @@ mod tests {
             max_received_at: 4,
             property_columns: vec!["prop:str:a".into()],
             created_at: 5,
+            distinct_id_numbers: Some(6),
         });
         m.store(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m.clone()));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, BooleanBuilder, FixedSizeBinaryArray, FixedSizeBinaryBuilder, Float64Builder,
     Int64Array, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
-    TimestampMicrosecondBuilder, new_null_array,
+    TimestampMicrosecondBuilder, UInt32Array, new_null_array,
 };
 use arrow::compute::{SortColumn, cast, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -30,6 +30,10 @@ pub mod columns {
     pub const UUID: &str = "uuid";
     pub const EVENT: &str = "event";
     pub const DISTINCT_ID: &str = "distinct_id";
+    /// The distinct id's number within its tenant (`distinct_ids.rs`): what queries
+    /// group persons by. Null only in files written before numbering existed, which
+    /// `EmbeddedStore::open` rewrites.
+    pub const DISTINCT_ID_NUMBER: &str = "distinct_id_number";
     pub const TIMESTAMP: &str = "timestamp";
     pub const RECEIVED_AT: &str = "received_at";
     /// All event properties as a JSON object, for fidelity and for keys that are not
@@ -108,6 +112,7 @@ pub fn fixed_fields() -> Vec<Field> {
         Field::new(columns::UUID, DataType::FixedSizeBinary(16), false),
         Field::new(columns::EVENT, DataType::Utf8, false),
         Field::new(columns::DISTINCT_ID, DataType::Utf8, false),
+        Field::new(columns::DISTINCT_ID_NUMBER, DataType::UInt32, true),
         Field::new(columns::TIMESTAMP, timestamp_type(), false),
         Field::new(columns::RECEIVED_AT, timestamp_type(), false),
         Field::new(columns::PROPERTIES, DataType::Utf8, false),
@@ -368,15 +373,17 @@ fn json_text(map: &Properties) -> String {
 ///
 /// Each event may come with its properties already serialised as compact JSON (the
 /// ingest pipeline writes exactly that text into the log, so it is not serialised a
-/// second time here); `None` serialises them.
+/// second time here); `None` serialises them. Each comes with its distinct id's number
+/// (`DistinctIdNumbers`).
 pub fn events_to_batch<'a>(
-    events: impl ExactSizeIterator<Item = (&'a Event, Option<&'a str>)>,
+    events: impl ExactSizeIterator<Item = (&'a Event, Option<&'a str>, u32)>,
     catalog: &PropertyCatalog,
 ) -> Result<RecordBatch> {
     let rows = events.len();
     let mut uuid = FixedSizeBinaryBuilder::with_capacity(rows, 16);
     let mut event = StringBuilder::with_capacity(rows, rows * 16);
     let mut distinct_id = StringBuilder::with_capacity(rows, rows * 24);
+    let mut distinct_id_number: Vec<u32> = Vec::with_capacity(rows);
     let mut timestamp = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
     let mut received_at = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
     let mut properties = StringBuilder::with_capacity(rows, rows * 256);
@@ -386,10 +393,11 @@ pub fn events_to_batch<'a>(
     // allocating a column name per value (this loop dominates bulk-load time).
     let mut typed: HashMap<&'a str, KeyColumns, foldhash::fast::RandomState> = HashMap::default();
 
-    for (row, (e, properties_json)) in events.enumerate() {
+    for (row, (e, properties_json, number)) in events.enumerate() {
         uuid.append_value(e.uuid.as_bytes())?;
         event.append_value(&e.event);
         distinct_id.append_value(&e.distinct_id);
+        distinct_id_number.push(number);
         timestamp.append_value(e.timestamp);
         received_at.append_value(e.received_at);
         match properties_json {
@@ -427,6 +435,7 @@ pub fn events_to_batch<'a>(
         Arc::new(uuid.finish()),
         Arc::new(event.finish()),
         Arc::new(distinct_id.finish()),
+        Arc::new(UInt32Array::from(distinct_id_number)),
         Arc::new(timestamp.finish()),
         Arc::new(received_at.finish()),
         Arc::new(properties.finish()),
@@ -698,7 +707,7 @@ mod tests {
         for e in &events {
             catalog.observe(&e.properties, 100);
         }
-        let batch = events_to_batch(events.iter().map(|e| (e, None)), &catalog).unwrap();
+        let batch = events_to_batch(events.iter().map(|e| (e, None, 0)), &catalog).unwrap();
         let num = batch
             .column_by_name("prop:num:amount")
             .unwrap()
@@ -734,7 +743,7 @@ mod tests {
         assert!(!catalog.is_materialized("b"), "b arrived after the cap");
         assert!(catalog.is_materialized("c"), "the cap was raised");
         let e = event(1, json!({"a": 1, "b": 2}));
-        let batch = events_to_batch([(&e, None)].into_iter(), &catalog).unwrap();
+        let batch = events_to_batch([(&e, None, 0)].into_iter(), &catalog).unwrap();
         assert!(batch.column_by_name("prop:num:b").is_none());
     }
 
@@ -744,7 +753,7 @@ mod tests {
         catalog.observe(json!({"a": 1}).as_object().unwrap(), 10);
         catalog.observe(json!({"b": "x"}).as_object().unwrap(), 10);
         let e = event(1, json!({"a": 1}));
-        let batch = events_to_batch([(&e, None)].into_iter(), &catalog).unwrap();
+        let batch = events_to_batch([(&e, None, 0)].into_iter(), &catalog).unwrap();
         let adapted = adapt_batch(&batch, &catalog.schema()).unwrap();
         assert_eq!(adapted.schema(), catalog.schema());
         assert!(adapted.column_by_name("prop:str:b").unwrap().is_null(0));
@@ -773,7 +782,7 @@ mod tests {
             })
             .collect();
         let batch = events_to_batch(
-            events.iter().map(|e| (e, None)),
+            events.iter().map(|e| (e, None, 0)),
             &PropertyCatalog::default(),
         )
         .unwrap();
@@ -813,7 +822,7 @@ mod tests {
             let batches: Vec<RecordBatch> = bounds
                 .windows(2)
                 .map(|w| {
-                    let b = events_to_batch(events[w[0]..w[1]].iter().map(|e| (e, None)), &catalog).unwrap();
+                    let b = events_to_batch(events[w[0]..w[1]].iter().map(|e| (e, None, 0)), &catalog).unwrap();
                     adapt_batch(&b, &schema).unwrap()
                 })
                 .collect();

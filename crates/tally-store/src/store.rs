@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, Int64Array, RecordBatch};
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray, UInt32Array};
 use datafusion::prelude::SessionContext;
 use parking_lot::{Mutex, RwLock};
 use tally_core::time::now_micros;
@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use crate::buffer::{PartitionBuffer, WriteBuffer};
 use crate::config::{PartitionStart, StoreConfig};
 use crate::dedup::{DedupIndex, PartitionKey};
+use crate::distinct_ids::{DISTINCT_IDS_FILE, DistinctIdNumbers, DistinctIdRange, append_chunk};
 use crate::error::{Error, Result};
 use crate::files::{LiveFile, RollingWriter, read_uuids, remove_written};
 use crate::manifest::{
@@ -33,8 +34,8 @@ use crate::manifest::{
 };
 use crate::query::{EventsTable, TenantSnapshot, session_with};
 use crate::schema::{
-    PropertyCatalog, TypeCounts, adapt_batch, batch_to_events, count_properties, events_schema,
-    parse_property_column, property_columns_of, sort_batches,
+    PropertyCatalog, TypeCounts, adapt_batch, batch_to_events, columns, count_properties,
+    events_schema, parse_property_column, property_columns_of, sort_batches,
 };
 
 /// What `apply` did with a batch.
@@ -115,6 +116,8 @@ pub(crate) struct State {
     /// When each tenant's catalog.json was last written (UTC micros).
     pub catalogs_written_at: HashMap<TenantId, i64>,
     pub obsolete: Vec<Arc<LiveFile>>,
+    /// Per tenant, the numbers of its distinct ids (`distinct_ids.rs`).
+    pub distinct_ids: HashMap<TenantId, DistinctIdNumbers>,
 }
 
 impl State {
@@ -204,9 +207,11 @@ impl EmbeddedStore {
     pub async fn open(config: StoreConfig) -> Result<Arc<Self>> {
         config.validate()?;
         let inner = blocking(move || Inner::open(config)).await?;
-        Ok(Arc::new(EmbeddedStore {
+        let store = EmbeddedStore {
             inner: Arc::new(inner),
-        }))
+        };
+        store.number_old_files().await?;
+        Ok(Arc::new(store))
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -317,6 +322,18 @@ impl EmbeddedStore {
     /// A DataFusion session with [`crate::EVENTS_TABLE`] bound to the tenant's events.
     pub fn session_context_for(&self, tenant: TenantId) -> Result<SessionContext> {
         session_with(self.events_table(tenant)?)
+    }
+
+    /// The tenant's distinct ids numbered `from` and up (`distinct_ids.rs`): every
+    /// number an event visible to a query taken before this call carries.
+    pub fn distinct_ids(&self, tenant: TenantId, from: u32) -> DistinctIdRange {
+        self.inner
+            .state
+            .read()
+            .distinct_ids
+            .get(&tenant)
+            .map(|numbers| numbers.range_from(from))
+            .unwrap_or_default()
     }
 
     /// The tenant's property catalog (keys, types seen, which are materialised).
@@ -470,6 +487,7 @@ impl Inner {
         }
 
         let catalogs = load_catalogs(&root, &manifest)?;
+        let distinct_ids = load_distinct_ids(&root, &manifest)?;
 
         let mut dedup = DedupIndex::new(
             config.dedup_window_micros(),
@@ -510,6 +528,7 @@ impl Inner {
             catalogs_dirty: HashSet::new(),
             catalogs_written_at: HashMap::new(),
             obsolete: Vec::new(),
+            distinct_ids,
         };
         state.publish_buffer_gauges();
         state.publish_file_gauges();
@@ -577,11 +596,24 @@ impl Inner {
             sets.insert(key, set);
         }
 
+        // Numbered before the dedup index changes, so that a failure (a tenant beyond
+        // 2^32 ids) leaves no trace but unused numbers, which are harmless.
+        let numbers = {
+            let mut state = self.state.write();
+            let distinct_ids = state.distinct_ids.entry(tenant).or_default();
+            batch
+                .events
+                .iter()
+                .map(|e| distinct_ids.number_of(&e.distinct_id))
+                .collect::<Result<Vec<u32>>>()?
+        };
+
         let total = batch.events.len();
-        let mut accepted: Vec<(PartitionStart, Event, Option<String>)> = Vec::with_capacity(total);
+        let mut accepted: Vec<(PartitionStart, Event, Option<String>, u32)> =
+            Vec::with_capacity(total);
         let mut evicted = 0;
         let mut properties_json = properties_json.map(Vec::into_iter);
-        for event in batch.events {
+        for (event, number) in batch.events.into_iter().zip(numbers) {
             let json = properties_json.as_mut().and_then(Iterator::next);
             let uuid = event.uuid.as_u128();
             let key = (tenant, granularity.partition_of(event.timestamp));
@@ -597,7 +629,7 @@ impl Inner {
                 }
                 None => dedup.note_historic(&key, uuid),
             }
-            accepted.push((key.1, event, json));
+            accepted.push((key.1, event, json, number));
         }
         for (key, set) in sets {
             dedup.install_historic(key, set);
@@ -619,10 +651,12 @@ impl Inner {
             let state = &mut *guard;
             let catalog = state.catalogs.entry(tenant).or_default();
             // One catalog update per key of the batch, not per event and key.
-            let counts = count_properties(accepted.iter().map(|(_, e, _)| e));
+            let counts = count_properties(accepted.iter().map(|(_, e, _, _)| e));
             let catalog_changed = catalog.observe_counts(counts, self.config.max_materialized_keys);
-            for (partition, event, json) in accepted {
-                state.active.push(tenant, partition, event, json, catalog);
+            for (partition, event, json, number) in accepted {
+                state
+                    .active
+                    .push(tenant, partition, event, json, number, catalog);
             }
             if catalog_changed {
                 state.catalogs_dirty.insert(tenant);
@@ -788,7 +822,7 @@ impl Inner {
     ) -> Result<()> {
         let tenants: BTreeSet<TenantId> = added.iter().map(|f| f.tenant).collect();
         let now = now_micros();
-        let (manifest, catalogs) = {
+        let (manifest, catalogs, numberings) = {
             let mut guard = self.state.write();
             let state = &mut *guard;
             // Catalog files are rewritten when their keys changed, and otherwise at
@@ -817,8 +851,27 @@ impl Inner {
             manifest.generation = state.generation + 1;
             manifest.durable_lsn = state.durable_lsn.max(durable_lsn);
             manifest.files = files;
-            (manifest, catalogs)
+            // Every number in the new files was given before this point, so the
+            // pending ids cover them.
+            let numberings: Vec<(TenantId, Vec<u8>, usize)> = tenants
+                .iter()
+                .filter_map(|t| {
+                    let (chunk, count) = state.distinct_ids.get(t)?.pending_chunk()?;
+                    Some((*t, chunk, count))
+                })
+                .collect();
+            (manifest, catalogs, numberings)
         };
+        // The numbers first: a published file may only hold numbers that are durable
+        // (the invariant `open` checks).
+        for (tenant, chunk, count) in numberings {
+            let dir = tenant_dir(&self.root, tenant);
+            create_dir_durable(&self.root, &dir)?;
+            append_chunk(&dir, &chunk)?;
+            if let Some(numbers) = self.state.write().distinct_ids.get_mut(&tenant) {
+                numbers.mark_persisted(count);
+            }
+        }
         // A catalog may run ahead of the files (it also covers buffered events), and
         // is written first so that it does not lag behind them. (`open` also
         // reconciles catalogs with the files' columns, so this is belt and braces.)
@@ -873,6 +926,45 @@ impl Inner {
         state.publish_buffer_gauges();
         state.publish_file_gauges();
         Ok(())
+    }
+
+    /// `batch` (of `tenant`, shaped to an events schema) with a number in every row of
+    /// its `distinct_id_number` column: rows read from files written before numbering
+    /// have none, and get their distinct id's.
+    pub(crate) fn number_distinct_ids(
+        &self,
+        tenant: TenantId,
+        batch: RecordBatch,
+    ) -> Result<RecordBatch> {
+        let column_index = batch
+            .schema()
+            .index_of(columns::DISTINCT_ID_NUMBER)
+            .map_err(|_| Error::unexpected("events batch", "no distinct_id_number column"))?;
+        let numbers = batch
+            .column(column_index)
+            .as_any()
+            .downcast_ref::<UInt32Array>()
+            .ok_or_else(|| Error::unexpected("events batch", "distinct_id_number is not UInt32"))?;
+        if numbers.null_count() == 0 {
+            return Ok(batch);
+        }
+        let ids = batch
+            .column_by_name(columns::DISTINCT_ID)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| Error::unexpected("events batch", "distinct_id is not Utf8"))?;
+        let filled: Vec<u32> = {
+            let mut state = self.state.write();
+            let distinct_ids = state.distinct_ids.entry(tenant).or_default();
+            (0..batch.num_rows())
+                .map(|row| match numbers.is_valid(row) {
+                    true => Ok(numbers.value(row)),
+                    false => distinct_ids.number_of(ids.value(row)),
+                })
+                .collect::<Result<_>>()?
+        };
+        let mut arrays = batch.columns().to_vec();
+        arrays[column_index] = Arc::new(UInt32Array::from(filled));
+        Ok(RecordBatch::try_new(batch.schema(), arrays)?)
     }
 
     /// Deletes files that are no longer live once no query snapshot holds them.
@@ -930,13 +1022,22 @@ impl Inner {
     fn bulk_write(&self, batches: Vec<EventBatch>) -> Result<BulkReport> {
         let granularity = self.config.granularity;
         let cutoff = now_micros().saturating_sub(self.config.dedup_window_micros());
-        let mut groups: BTreeMap<PartitionKey, Vec<Event>> = BTreeMap::new();
+        let mut groups: BTreeMap<PartitionKey, Vec<(Event, u32)>> = BTreeMap::new();
         let mut duplicates = 0u64;
         {
             let dedup = self.dedup.lock();
             let mut seen: HashSet<(TenantId, u128)> = HashSet::new();
             for batch in batches {
-                for event in batch.events {
+                let numbers = {
+                    let mut state = self.state.write();
+                    let distinct_ids = state.distinct_ids.entry(batch.tenant).or_default();
+                    batch
+                        .events
+                        .iter()
+                        .map(|e| distinct_ids.number_of(&e.distinct_id))
+                        .collect::<Result<Vec<u32>>>()?
+                };
+                for (event, number) in batch.events.into_iter().zip(numbers) {
                     let uuid = event.uuid.as_u128();
                     if !seen.insert((batch.tenant, uuid))
                         || dedup.contains_recent(batch.tenant, uuid)
@@ -947,15 +1048,15 @@ impl Inner {
                     groups
                         .entry((batch.tenant, granularity.partition_of(event.timestamp)))
                         .or_default()
-                        .push(event);
+                        .push((event, number));
                 }
             }
         }
         // Count property types per group on every core, then merge per tenant (new
         // keys in name order, so materialisation decisions are deterministic).
-        let group_list: Vec<(&PartitionKey, &Vec<Event>)> = groups.iter().collect();
+        let group_list: Vec<(&PartitionKey, &Vec<(Event, u32)>)> = groups.iter().collect();
         let counted = parallel_map(group_list, |(key, events)| {
-            (key.0, count_properties(events))
+            (key.0, count_properties(events.iter().map(|(e, _)| e)))
         });
         let mut per_tenant: BTreeMap<TenantId, BTreeMap<&str, TypeCounts>> = BTreeMap::new();
         for (tenant, counts) in counted {
@@ -986,8 +1087,8 @@ impl Inner {
             .flat_map(|((t, _), events)| {
                 events
                     .iter()
-                    .filter(|e| e.received_at >= cutoff)
-                    .map(|e| (*t, e.uuid.as_u128(), e.received_at))
+                    .filter(|(e, _)| e.received_at >= cutoff)
+                    .map(|(e, _)| (*t, e.uuid.as_u128(), e.received_at))
             })
             .collect();
         let keys: Vec<PartitionKey> = groups.keys().copied().collect();
@@ -995,7 +1096,9 @@ impl Inner {
         // One worker per core, each writing whole partitions.
         let results: Vec<Result<Vec<FileMeta>>> = parallel_map(
             groups.into_iter().collect(),
-            |group: (PartitionKey, Vec<Event>)| self.write_bulk_share(vec![group], &catalogs),
+            |group: (PartitionKey, Vec<(Event, u32)>)| {
+                self.write_bulk_share(vec![group], &catalogs)
+            },
         );
         let mut written = Vec::new();
         let mut failure = None;
@@ -1036,7 +1139,7 @@ impl Inner {
 
     fn write_bulk_share(
         &self,
-        share: Vec<(PartitionKey, Vec<Event>)>,
+        share: Vec<(PartitionKey, Vec<(Event, u32)>)>,
         catalogs: &HashMap<TenantId, PropertyCatalog>,
     ) -> Result<Vec<FileMeta>> {
         let empty = PropertyCatalog::default();
@@ -1060,14 +1163,14 @@ impl Inner {
                     e.uuid,
                 )
             }
-            events.sort_unstable_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+            events.sort_unstable_by(|(a, _), (b, _)| sort_key(a).cmp(&sort_key(b)));
             let schema = {
                 let columns: BTreeSet<String> = catalog
                     .property_columns()
                     .into_iter()
                     .filter(|c| {
                         parse_property_column(c).is_some_and(|(ty, key)| {
-                            events.iter().any(|e| {
+                            events.iter().any(|(e, _)| {
                                 e.properties
                                     .get(key)
                                     .and_then(crate::schema::PropertyType::of)
@@ -1089,8 +1192,10 @@ impl Inner {
             );
             let result = (|| {
                 for chunk in events.chunks(chunk_rows) {
-                    let batch =
-                        crate::schema::events_to_batch(chunk.iter().map(|e| (e, None)), catalog)?;
+                    let batch = crate::schema::events_to_batch(
+                        chunk.iter().map(|(e, number)| (e, None, *number)),
+                        catalog,
+                    )?;
                     writer.write(&adapt_batch(&batch, &schema)?)?;
                 }
                 Ok(())
@@ -1183,6 +1288,53 @@ fn remove_orphans(root: &Path, live: &BTreeSet<PathBuf>) -> Result<usize> {
         }
     }
     Ok(removed)
+}
+
+/// Loads the distinct-id numbers of every tenant directory and checks that each
+/// published file's numbers are among them.
+fn load_distinct_ids(
+    root: &Path,
+    manifest: &Manifest,
+) -> Result<HashMap<TenantId, DistinctIdNumbers>> {
+    let events = root.join(EVENTS_DIR);
+    let mut numberings = HashMap::new();
+    let entries = match std::fs::read_dir(&events) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(numberings),
+        Err(e) => return Err(Error::io("list", &events, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", &events, e))?;
+        let name = entry.file_name();
+        let Some(tenant) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("tenant="))
+            .and_then(|id| id.parse().ok())
+            .map(TenantId)
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        if dir.join(DISTINCT_IDS_FILE).exists() {
+            numberings.insert(tenant, DistinctIdNumbers::load(&dir)?);
+        }
+    }
+    for file in &manifest.files {
+        let known = numberings.get(&file.tenant).map_or(0, |n| n.len());
+        if let Some(bound) = file.distinct_id_numbers
+            && bound as usize > known
+        {
+            return Err(Error::CorruptMetadata {
+                path: tenant_dir(root, file.tenant).join(DISTINCT_IDS_FILE),
+                reason: format!(
+                    "holds {known} distinct ids, but file {} uses numbers up to {}",
+                    file.id,
+                    bound - 1
+                ),
+            });
+        }
+    }
+    Ok(numberings)
 }
 
 /// Loads every tenant's catalog and reconciles it with the live files: a typed column

@@ -4,6 +4,7 @@ mod basics;
 mod compaction;
 mod dedup;
 mod model;
+mod numbers;
 mod restart;
 
 use std::path::Path;
