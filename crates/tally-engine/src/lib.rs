@@ -165,15 +165,21 @@ pub(crate) struct IdentityMap {
     pub keys: Arc<PersonKeyMap>,
 }
 
+/// A tenant's [`NumberedPersonKeys`] and the identity map they were built from (the
+/// `Arc` the person-map cache hands out for one version).
+struct KeysOfNumbers {
+    map: Arc<PersonKeyMap>,
+    keys: Arc<NumberedPersonKeys>,
+}
+
 /// The query engine over one embedded store.
 pub struct Engine {
     store: Arc<EmbeddedStore>,
     identities: Arc<dyn IdentitySource>,
     config: EngineConfig,
     person_maps: Mutex<HashMap<TenantId, (u64, IdentityMap)>>,
-    /// Per tenant, the person key of each distinct-id number under the identity map
-    /// it was built from (the `Arc` the person-map cache hands out for a version).
-    numbered_keys: Mutex<HashMap<TenantId, (Arc<PersonKeyMap>, Arc<NumberedPersonKeys>)>>,
+    /// Per tenant, the person key of each distinct-id number.
+    numbered_keys: Mutex<HashMap<TenantId, KeysOfNumbers>>,
     /// Per tenant, the persons relation and records of the latest persons version.
     persons: Arc<persons::PersonsCache>,
     /// See [`Engine::with_trends_grouped_row_limit`].
@@ -756,18 +762,20 @@ impl Engine {
         map: &Arc<PersonKeyMap>,
     ) -> Arc<NumberedPersonKeys> {
         let mut cache = self.numbered_keys.lock();
-        let entry = cache
-            .entry(tenant)
-            .or_insert_with(|| (map.clone(), Arc::default()));
-        if !Arc::ptr_eq(&entry.0, map) {
-            *entry = (map.clone(), Arc::default());
+        let fresh = || KeysOfNumbers {
+            map: map.clone(),
+            keys: Arc::default(),
+        };
+        let entry = cache.entry(tenant).or_insert_with(fresh);
+        if !Arc::ptr_eq(&entry.map, map) {
+            *entry = fresh();
         }
-        let new_ids = self.store.distinct_ids(tenant, entry.1.len() as u32);
+        let new_ids = self.store.distinct_ids(tenant, entry.keys.len() as u32);
         if !new_ids.is_empty() {
             // Copies only if a running query still holds the previous keys.
-            Arc::make_mut(&mut entry.1).extend(map, &new_ids);
+            Arc::make_mut(&mut entry.keys).extend(map, &new_ids);
         }
-        entry.1.clone()
+        entry.keys.clone()
     }
 
     /// The tenant's materialised keys and their typed columns, from the table schema
