@@ -5,8 +5,8 @@
 //! Grouping by person is the heart of unique-person trends, DAU, funnels and
 //! retention. With the numbers, a query maps an event to its person with one array
 //! index (the engine builds `number → person key` once per identity-map version)
-//! instead of decoding the distinct-id string and probing a hash map with it — about a
-//! third of those queries' time on the benchmark. The number depends on the distinct
+//! instead of decoding the distinct-id string and probing a hash map with it (on the
+//! benchmark: funnel 24 %, retention 45 % faster; docs/BENCHMARKS.md). The number depends on the distinct
 //! id only, never on the identity map, so merges stay retroactive: they change the
 //! engine's array, not the stored events.
 //!
