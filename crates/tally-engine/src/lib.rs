@@ -756,26 +756,43 @@ impl Engine {
     /// The person key of each of the tenant's distinct-id numbers under `map`: cached
     /// while the map is the same, extended by the ids numbered since. Call after
     /// taking the snapshot whose numbers the keys must cover.
+    ///
+    /// The keys are built outside the cache's lock (a first build looks up every id
+    /// of the tenant), so queries of other tenants do not wait for it; two queries
+    /// extending at once both build, and the longer result stays cached.
     pub(crate) fn numbered_person_keys(
         &self,
         tenant: TenantId,
         map: &Arc<PersonKeyMap>,
     ) -> Arc<NumberedPersonKeys> {
+        let cached = self
+            .numbered_keys
+            .lock()
+            .get(&tenant)
+            .filter(|entry| Arc::ptr_eq(&entry.map, map))
+            .map(|entry| entry.keys.clone());
+        let was_cached = cached.is_some();
+        let mut keys = cached.unwrap_or_default();
+        let new_ids = self.store.distinct_ids(tenant, keys.len() as u32);
+        if new_ids.is_empty() && was_cached {
+            return keys;
+        }
+        // Copies the cached keys (the cache holds them too) and appends the new ones.
+        Arc::make_mut(&mut keys).extend(map, &new_ids);
         let mut cache = self.numbered_keys.lock();
-        let fresh = || KeysOfNumbers {
-            map: map.clone(),
-            keys: Arc::default(),
-        };
-        let entry = cache.entry(tenant).or_insert_with(fresh);
-        if !Arc::ptr_eq(&entry.map, map) {
-            *entry = fresh();
+        let newer = cache
+            .get(&tenant)
+            .is_some_and(|entry| Arc::ptr_eq(&entry.map, map) && entry.keys.len() >= keys.len());
+        if !newer {
+            cache.insert(
+                tenant,
+                KeysOfNumbers {
+                    map: map.clone(),
+                    keys: keys.clone(),
+                },
+            );
         }
-        let new_ids = self.store.distinct_ids(tenant, entry.keys.len() as u32);
-        if !new_ids.is_empty() {
-            // Copies only if a running query still holds the previous keys.
-            Arc::make_mut(&mut entry.keys).extend(map, &new_ids);
-        }
-        entry.keys.clone()
+        keys
     }
 
     /// The tenant's materialised keys and their typed columns, from the table schema

@@ -442,3 +442,89 @@ fn grouped_breakdowns_match_the_reference_and_the_statements() {
         "too few cases with a previous period"
     );
 }
+
+/// An identity map that changes between queries.
+struct ChangingIdentities(parking_lot::Mutex<(u64, Vec<(String, String)>)>);
+
+#[async_trait::async_trait]
+impl IdentitySource for ChangingIdentities {
+    async fn distinct_id_map(
+        &self,
+        _tenant: TenantId,
+    ) -> Result<(u64, Vec<(String, String)>), String> {
+        Ok(self.0.lock().clone())
+    }
+    async fn persons_version(&self, _: TenantId) -> Result<u64, String> {
+        Ok(1)
+    }
+    async fn persons(&self, _: TenantId) -> Result<(u64, Vec<PersonRecord>), String> {
+        Ok((1, Vec::new()))
+    }
+}
+
+/// Person keys are cached per identity-map version and extended as the store numbers
+/// new distinct ids: persons arriving after a query, and merges after it, count.
+#[test]
+fn unique_persons_follow_new_distinct_ids_and_new_identity_versions() {
+    runtime().block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(StoreConfig::new(dir.path()))
+            .await
+            .unwrap();
+        let identities = Arc::new(ChangingIdentities(parking_lot::Mutex::new((
+            1,
+            vec![("anon-b".to_string(), "alice".to_string())],
+        ))));
+        let engine = Engine::new(store.clone(), identities.clone(), EngineConfig::default());
+        let now = tally_core::time::now_micros();
+        let mut lsn = 0;
+        let mut send = |ids: &[&str]| {
+            lsn += 1;
+            let events = ids
+                .iter()
+                .map(|id| Event {
+                    uuid: uuid::Uuid::new_v4(),
+                    event: "$pageview".into(),
+                    distinct_id: id.to_string(),
+                    timestamp: now - 60_000_000,
+                    received_at: now,
+                    properties: Default::default(),
+                    person_set: Default::default(),
+                    person_set_once: Default::default(),
+                })
+                .collect();
+            let batch = EventBatch {
+                tenant: TenantId(1),
+                events,
+            };
+            store.apply(lsn, &batch).unwrap();
+        };
+        let query: TrendsQuery = serde_json::from_str(
+            r#"{"scope":{"tenant":1},"date_range":{"type":"last","count":1,"unit":"day"},
+                "interval":"day","series":[{"event":"$pageview","math":{"type":"unique_persons"}}]}"#,
+        )
+        .unwrap();
+        let persons = |result: TrendsResult| -> f64 {
+            result.current.series[0].values.iter().flatten().sum()
+        };
+
+        send(&["alice", "anon-b", "bob"]);
+        assert_eq!(persons(engine.trends(&query, now, None).await.unwrap()), 2.0);
+        // New ids, same identity version: the cached keys are extended.
+        send(&["carol", "anon-d", "bob"]);
+        assert_eq!(persons(engine.trends(&query, now, None).await.unwrap()), 4.0);
+        store.flush().await.unwrap();
+        assert_eq!(persons(engine.trends(&query, now, None).await.unwrap()), 4.0);
+        // A merge (new version): anon-d is carol.
+        *identities.0.lock() = (
+            2,
+            vec![
+                ("anon-b".to_string(), "alice".to_string()),
+                ("anon-d".to_string(), "carol".to_string()),
+            ],
+        );
+        assert_eq!(persons(engine.trends(&query, now, None).await.unwrap()), 3.0);
+        send(&["dave"]);
+        assert_eq!(persons(engine.trends(&query, now, None).await.unwrap()), 4.0);
+    });
+}
