@@ -10,9 +10,9 @@
 //! id only, never on the identity map, so merges stay retroactive: they change the
 //! engine's array, not the stored events.
 //!
-//! Owns [`DistinctIdNumbers`] (the in-memory numbering, compact: the ids' text once
-//! plus ~13 bytes per id) and its file, `events/tenant=<id>/distinct_ids.bin`: an
-//! append-only sequence of checksummed chunks, each holding the ids numbered since the
+//! Owns [`DistinctIdNumbers`] (the in-memory numbering: the ids' text once plus ~14
+//! bytes per id, an 8-byte end offset and a 4-byte number in the hash table) and its
+//! file, `events/tenant=<id>/distinct_ids.bin`: an append-only sequence of checksummed chunks, each holding the ids numbered since the
 //! chunk before. Invariant (checked at open): every number in a published file is
 //! below the number of ids in the tenant's file, because the store appends and fsyncs
 //! the pending ids before it publishes a manifest listing new files (see
