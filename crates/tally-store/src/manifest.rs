@@ -79,6 +79,11 @@ pub fn tenant_dir(root: &Path, tenant: TenantId) -> PathBuf {
     root.join(EVENTS_DIR).join(format!("tenant={tenant}"))
 }
 
+/// The tenant whose [`tenant_dir`] is named `name` (`tenant=<id>`), if it is one.
+pub fn tenant_of_dir_name(name: &str) -> Option<TenantId> {
+    name.strip_prefix("tenant=")?.parse().ok().map(TenantId)
+}
+
 /// The published state of the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -231,6 +236,18 @@ mod tests {
         m.store(dir.path()).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m.clone()));
         assert!(!tmp_path(&dir.path().join(MANIFEST_FILE)).exists());
+        assert_eq!(
+            tenant_of_dir_name(
+                tenant_dir(dir.path(), TenantId(3))
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+            ),
+            Some(TenantId(3))
+        );
+        assert_eq!(tenant_of_dir_name("tenant=x"), None);
+        assert_eq!(tenant_of_dir_name("month=1970-01"), None);
         assert_eq!(
             m.files[0].relative_path(PartitionGranularity::Month),
             PathBuf::from("events/tenant=3/month=1970-01/L1-abc.parquet")

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::files::{LiveFile, RollingWriter, read_uuids, remove_written};
 use crate::manifest::{
     CATALOG_FILE, EVENTS_DIR, FileMeta, MANIFEST_FILE, Manifest, TMP_SUFFIX, create_dir_durable,
-    tenant_dir, write_atomic,
+    tenant_dir, tenant_of_dir_name, write_atomic,
 };
 use crate::query::{EventsTable, TenantSnapshot, session_with};
 use crate::schema::{
@@ -598,15 +598,8 @@ impl Inner {
 
         // Numbered before the dedup index changes, so that a failure (a tenant beyond
         // 2^32 ids) leaves no trace but unused numbers, which are harmless.
-        let numbers = {
-            let mut state = self.state.write();
-            let distinct_ids = state.distinct_ids.entry(tenant).or_default();
-            batch
-                .events
-                .iter()
-                .map(|e| distinct_ids.number_of(&e.distinct_id))
-                .collect::<Result<Vec<u32>>>()?
-        };
+        let numbers =
+            self.number_ids(tenant, batch.events.iter().map(|e| e.distinct_id.as_str()))?;
 
         let total = batch.events.len();
         let mut accepted: Vec<(PartitionStart, Event, Option<String>, u32)> =
@@ -928,6 +921,18 @@ impl Inner {
         Ok(())
     }
 
+    /// The numbers of `ids` in the tenant's numbering, numbering new ones (under one
+    /// hold of the state lock).
+    fn number_ids<'a>(
+        &self,
+        tenant: TenantId,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Result<Vec<u32>> {
+        let mut state = self.state.write();
+        let distinct_ids = state.distinct_ids.entry(tenant).or_default();
+        ids.map(|id| distinct_ids.number_of(id)).collect()
+    }
+
     /// `batch` (of `tenant`, shaped to an events schema) with a number in every row of
     /// its `distinct_id_number` column: rows read from files written before numbering
     /// have none, and get their distinct id's.
@@ -952,16 +957,14 @@ impl Inner {
             .column_by_name(columns::DISTINCT_ID)
             .and_then(|c| c.as_any().downcast_ref::<StringArray>())
             .ok_or_else(|| Error::unexpected("events batch", "distinct_id is not Utf8"))?;
-        let filled: Vec<u32> = {
-            let mut state = self.state.write();
-            let distinct_ids = state.distinct_ids.entry(tenant).or_default();
-            (0..batch.num_rows())
-                .map(|row| match numbers.is_valid(row) {
-                    true => Ok(numbers.value(row)),
-                    false => distinct_ids.number_of(ids.value(row)),
-                })
-                .collect::<Result<_>>()?
-        };
+        let missing: Vec<usize> = (0..batch.num_rows())
+            .filter(|&row| numbers.is_null(row))
+            .collect();
+        let assigned = self.number_ids(tenant, missing.iter().map(|&row| ids.value(row)))?;
+        let mut filled = numbers.values().to_vec();
+        for (row, number) in missing.into_iter().zip(assigned) {
+            filled[row] = number;
+        }
         let mut arrays = batch.columns().to_vec();
         arrays[column_index] = Arc::new(UInt32Array::from(filled));
         Ok(RecordBatch::try_new(batch.schema(), arrays)?)
@@ -1028,15 +1031,10 @@ impl Inner {
             let dedup = self.dedup.lock();
             let mut seen: HashSet<(TenantId, u128)> = HashSet::new();
             for batch in batches {
-                let numbers = {
-                    let mut state = self.state.write();
-                    let distinct_ids = state.distinct_ids.entry(batch.tenant).or_default();
-                    batch
-                        .events
-                        .iter()
-                        .map(|e| distinct_ids.number_of(&e.distinct_id))
-                        .collect::<Result<Vec<u32>>>()?
-                };
+                let numbers = self.number_ids(
+                    batch.tenant,
+                    batch.events.iter().map(|e| e.distinct_id.as_str()),
+                )?;
                 for (event, number) in batch.events.into_iter().zip(numbers) {
                     let uuid = event.uuid.as_u128();
                     if !seen.insert((batch.tenant, uuid))
@@ -1306,12 +1304,7 @@ fn load_distinct_ids(
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list", &events, e))?;
         let name = entry.file_name();
-        let Some(tenant) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("tenant="))
-            .and_then(|id| id.parse().ok())
-            .map(TenantId)
-        else {
+        let Some(tenant) = name.to_str().and_then(tenant_of_dir_name) else {
             continue;
         };
         let dir = entry.path();
